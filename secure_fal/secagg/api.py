@@ -1,0 +1,183 @@
+"""The one aggregation interface: every cross-client statistic goes through ``Aggregator.sum``.
+
+Strategies, FedAvg and federated k-means only ever see this module. Which protocol runs underneath
+(plaintext, CKKS, masking) is a constructor argument; all of them compute the same quantity,
+
+    sum_k round(x_k * 2^frac_bits) * 2^-frac_bits    over the clients k whose input survives,
+
+exactly (plaintext, masking) or within the protocol's stated error (CKKS).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from .encoding import FixedPoint
+from .errors import InputError
+from .machine import ClientMachine, RoundSpec, ServerMachine
+from .report import CostTotals, Report
+from .transport import Faults, run_round
+
+
+class SecureSumProtocol(ABC):
+    """A protocol: makes the server and client machines of each round.
+
+    Subclasses set NAME, CLIENT_PHASES (ordered client phases, used for dropout plans) and
+    PHASE_OF_KIND (message kind -> client phase in which clients send it). ``setup`` runs once per
+    session before the first round (e.g. CKKS key generation); keys and other long-lived state live on
+    the protocol object, one per session.
+    """
+
+    NAME: ClassVar[str]
+    CLIENT_PHASES: ClassVar[tuple[str, ...]]
+    PHASE_OF_KIND: ClassVar[dict[int, str]]
+
+    def setup(self, clients: Sequence[int], rng: random.Random) -> None:
+        """Once per session, before any round. Default: nothing to set up."""
+
+    @abstractmethod
+    def server(self, spec: RoundSpec) -> ServerMachine: ...
+
+    @abstractmethod
+    def client(self, cid: int, spec: RoundSpec, vector: np.ndarray) -> ClientMachine: ...
+
+    def error_bound(self, spec: RoundSpec, n_inputs: int) -> float:
+        """Largest |result - exact sum of the inputs| per coordinate this protocol guarantees."""
+        return n_inputs * 2.0 ** -(spec.encoding.frac_bits + 1)
+
+
+@dataclass
+class SumResult:
+    """Outcome of one secure sum.
+
+    Attributes:
+        total: float64 array (L,), the sum over ``contributors``.
+        contributors: ids of the clients whose inputs are in ``total`` (sorted).
+        report: bytes and seconds of the round.
+    """
+
+    total: np.ndarray
+    contributors: tuple[int, ...]
+    report: Report
+
+
+def make_protocol(name: str, **kwargs) -> SecureSumProtocol:
+    """Protocol by name: 'plaintext', 'ckks' or 'masking'; kwargs go to its constructor."""
+    from .ckks import CKKSProtocol
+    from .masking import MaskingProtocol
+    from .plaintext import PlaintextProtocol
+
+    protocols = {p.NAME: p for p in (PlaintextProtocol, CKKSProtocol, MaskingProtocol)}
+    if name not in protocols:
+        raise ValueError(f"unknown protocol {name!r}; choose one of {sorted(protocols)}")
+    return protocols[name](**kwargs)
+
+
+class Aggregator:
+    """A secure-aggregation session among a fixed population of clients.
+
+    Args:
+        protocol: a protocol object, or its name (then ``protocol_kwargs`` configure it).
+        clients: every client id that may ever contribute in this session.
+        frac_bits: fixed-point precision: inputs are rounded to multiples of 2^-frac_bits.
+        seed: makes session ids (and protocol randomness that is not secret) reproducible; secrets
+            always come from the OS's cryptographic RNG.
+
+    Each ``sum`` call is one round with a fresh round id; ``totals`` accumulates costs over rounds.
+    """
+
+    def __init__(self, protocol: SecureSumProtocol | str, clients: Sequence[int], *, frac_bits: int = 24,
+                 seed: int | None = None, **protocol_kwargs) -> None:
+        self.protocol = make_protocol(protocol, **protocol_kwargs) if isinstance(protocol, str) else protocol
+        self.clients = tuple(sorted(set(clients)))
+        self.frac_bits = frac_bits
+        self._rng = random.Random(seed)
+        self.session = self._rng.getrandbits(64)
+        self.round_id = 0
+        self.totals = CostTotals()
+        self.reports: list[Report] = []
+        self.protocol.setup(self.clients, self._rng)
+
+    @property
+    def name(self) -> str:
+        return self.protocol.NAME
+
+    def sum(self, inputs: Mapping[int, np.ndarray], *, bound: float, clip: bool = False,
+            faults: Faults | None = None) -> SumResult:
+        """Securely sum one vector per client.
+
+        Args:
+            inputs: client id -> 1-D array of length L (the same L for all). Clients absent here do not
+                take part in this round.
+            bound: public bound on every |coordinate|; inputs beyond it raise InputError, or are clipped
+                when ``clip`` is True.
+            faults: optional dropout / message-fault plan (tests and benchmarks).
+
+        Returns:
+            SumResult with the float64 sum over the clients that finished the protocol.
+        """
+        unknown = sorted(set(inputs) - set(self.clients))
+        if unknown:
+            raise InputError(f"not a client of this session (clients: {list(self.clients)})", client=unknown[0],
+                             round_id=self.round_id + 1, field="inputs")
+        if not inputs:
+            raise InputError("no inputs", round_id=self.round_id + 1, field="inputs")
+        lengths = {cid: np.shape(v) for cid, v in inputs.items()}
+        first = next(iter(inputs))
+        length = int(np.shape(inputs[first])[0]) if np.ndim(inputs[first]) == 1 else 0
+        for cid, shape in lengths.items():
+            if shape != (length,) or length == 0:
+                raise InputError(f"vector has shape {shape}, expected a 1-D vector of the common length"
+                                 f" {length} (client {first})", client=cid, round_id=self.round_id + 1,
+                                 field="vector")
+        self.round_id += 1
+        members = tuple(sorted(inputs))
+        spec = RoundSpec(self.session, self.round_id, members, length,
+                         FixedPoint(bound, self.frac_bits, len(members)), clip)
+        server = self.protocol.server(spec)
+        machines = {cid: self.protocol.client(cid, spec, np.asarray(inputs[cid])) for cid in members}
+        report = Report(self.protocol.NAME, self.round_id, length, members)
+        run_round(server, machines, report, self.protocol.PHASE_OF_KIND, self.protocol.CLIENT_PHASES, faults)
+        self.totals.add(report)
+        self.reports.append(report)
+        return SumResult(server.result, server.contributors, report)
+
+    def weighted_mean(self, vectors: Mapping[int, np.ndarray], weights: Mapping[int, float], *, bound: float,
+                      weight_bound: float, faults: Faults | None = None) -> tuple[np.ndarray, float, SumResult]:
+        """Weighted mean sum_k w_k x_k / sum_k w_k in ONE secure sum of the vectors [w_k * x_k, w_k].
+
+        One round keeps numerator and denominator over the same surviving clients.
+
+        Args:
+            vectors: client id -> 1-D array (L,) with |x| <= bound.
+            weights: client id -> weight w_k with 0 <= w_k <= weight_bound (e.g. labeled-sample counts).
+        Returns:
+            (mean (L,) float64, total weight of the contributors, the SumResult).
+        """
+        stacked = {}
+        for cid, x in vectors.items():
+            w = float(weights[cid])
+            if not 0 <= w <= weight_bound:
+                raise InputError(f"weight {w} outside [0, {weight_bound}]", client=cid,
+                                 round_id=self.round_id + 1, field="weight")
+            stacked[cid] = np.append(np.asarray(x, dtype=np.float64) * w, w)
+        res = self.sum(stacked, bound=bound * weight_bound, faults=faults)
+        total_weight = float(res.total[-1])
+        if total_weight <= 0:
+            raise InputError("total weight of the contributing clients is 0", round_id=self.round_id,
+                             field="weight")
+        return res.total[:-1] / total_weight, total_weight, res
+
+
+def secure_sum(protocol: SecureSumProtocol | str, contributions: Mapping[int, np.ndarray], *, bound: float,
+               frac_bits: int = 24, clip: bool = False, faults: Faults | None = None, seed: int | None = None,
+               **protocol_kwargs) -> SumResult:
+    """One-shot secure sum over the given clients (a session of one round)."""
+    agg = Aggregator(protocol, list(contributions), frac_bits=frac_bits, seed=seed, **protocol_kwargs)
+    return agg.sum(contributions, bound=bound, clip=clip, faults=faults)

@@ -1,0 +1,131 @@
+"""Fixed-point encoding shared by every protocol: floats <-> signed integers in the ring Z_{2^k}.
+
+Every protocol aggregates the same thing: the exact sum of the clients' inputs rounded to a public grid
+of step 2^-frac_bits. A value x in [-bound, bound] becomes q = round(x * 2^frac_bits), an integer with
+|q| <= bound * 2^frac_bits. The sum of n such integers fits in k bits (two's complement) when
+n * bound * 2^frac_bits < 2^(k-1); k is the smallest multiple of 8 that satisfies this, so packed values
+take k/8 bytes each. Decoding the ring sum is exact: the only error is the rounding of each input,
+at most 2^-(frac_bits+1) per client and coordinate, hence at most n * 2^-(frac_bits+1) on the sum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+MAX_RING_BITS = 64
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Public encoding parameters of one aggregation round.
+
+    Attributes:
+        bound: largest allowed |x| of any input coordinate (same units as the inputs).
+        frac_bits: fractional bits; the grid step is 2^-frac_bits.
+        n_clients: most inputs that can enter the sum (sets the headroom).
+    """
+
+    bound: float
+    frac_bits: int
+    n_clients: int
+
+    def __post_init__(self) -> None:
+        if not (self.bound > 0 and math.isfinite(self.bound)):
+            raise ValueError(f"bound must be a positive finite number, got {self.bound!r}")
+        if not 0 <= self.frac_bits <= 52:
+            raise ValueError(f"frac_bits must be in [0, 52], got {self.frac_bits}")
+        if self.n_clients < 1:
+            raise ValueError(f"n_clients must be >= 1, got {self.n_clients}")
+        if self.ring_bits > MAX_RING_BITS:
+            raise ValueError(
+                f"bound={self.bound}, frac_bits={self.frac_bits}, n_clients={self.n_clients} need "
+                f"{self.ring_bits} bits, more than {MAX_RING_BITS}: lower frac_bits or the bound")
+
+    @property
+    def max_abs_int(self) -> int:
+        """Largest |q| of one encoded input."""
+        return math.floor(self.bound * 2.0 ** self.frac_bits + 0.5)
+
+    @property
+    def ring_bits(self) -> int:
+        """k: bits of the ring Z_{2^k}, a multiple of 8, with room for the sum of n_clients inputs."""
+        need = (self.n_clients * self.max_abs_int).bit_length() + 1  # +1: sign bit
+        return 8 * math.ceil(need / 8)
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes per packed value on the wire (k / 8)."""
+        return self.ring_bits // 8
+
+    @property
+    def max_sum_error(self) -> float:
+        """Bound on |decoded sum - true sum| per coordinate: n * 2^-(frac_bits+1)."""
+        return self.n_clients * 2.0 ** -(self.frac_bits + 1)
+
+    # -- floats <-> integers --------------------------------------------------------------------------
+
+    def quantize(self, x: np.ndarray, *, clip: bool = False, client: int | None = None,
+                 round_id: int | None = None) -> np.ndarray:
+        """Round float inputs to the grid: returns int64 array q with x ~= q * 2^-frac_bits.
+
+        Raises InputError (naming client and round) for NaN/Inf, or for |x| > bound unless clip is True,
+        in which case values are clipped to [-bound, bound] first.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            bad = int(np.flatnonzero(~np.isfinite(x))[0])
+            raise InputError(f"non-finite value {x[bad]} at index {bad}", client=client,
+                             round_id=round_id, field="vector")
+        if clip:
+            x = np.clip(x, -self.bound, self.bound)
+        else:
+            over = np.abs(x) > self.bound
+            if over.any():
+                bad = int(np.flatnonzero(over)[0])
+                raise InputError(f"value {x[bad]!r} at index {bad} outside [-{self.bound}, {self.bound}]"
+                                 " (pass clip=True to clip instead)", client=client, round_id=round_id,
+                                 field="vector")
+        return np.rint(np.ldexp(x, self.frac_bits)).astype(np.int64)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        """Integers (int64) -> float64 values q * 2^-frac_bits."""
+        return np.ldexp(np.asarray(q, dtype=np.float64), -self.frac_bits)
+
+    # -- integers <-> ring elements <-> bytes ---------------------------------------------------------
+
+    def to_ring(self, q: np.ndarray) -> np.ndarray:
+        """Signed int64 -> uint64 residues mod 2^k (two's complement)."""
+        return q.astype(np.uint64) & self.ring_mask
+
+    def from_ring(self, r: np.ndarray) -> np.ndarray:
+        """uint64 residues mod 2^k -> signed int64 in [-2^(k-1), 2^(k-1))."""
+        k = self.ring_bits
+        r = r & self.ring_mask
+        if k == 64:
+            return r.view(np.int64)
+        signed = r.astype(np.int64)
+        return np.where(signed >= (1 << (k - 1)), signed - (1 << k), signed)
+
+    @property
+    def ring_mask(self) -> np.uint64:
+        return np.uint64((1 << self.ring_bits) - 1) if self.ring_bits < 64 else np.uint64(2**64 - 1)
+
+    def pack(self, r: np.ndarray) -> bytes:
+        """uint64 ring elements -> k/8 little-endian bytes each."""
+        b = self.value_bytes
+        raw = np.ascontiguousarray(r, dtype="<u8").view(np.uint8).reshape(-1, 8)
+        return raw[:, :b].tobytes()
+
+    def unpack(self, data: bytes, length: int) -> np.ndarray:
+        """Inverse of pack; raises ValueError if data is not exactly length values."""
+        b = self.value_bytes
+        if len(data) != length * b:
+            raise ValueError(f"expected {length * b} bytes for {length} values, got {len(data)}")
+        out = np.zeros((length, 8), dtype=np.uint8)
+        out[:, :b] = np.frombuffer(data, dtype=np.uint8).reshape(length, b)
+        return out.view("<u8").reshape(length).astype(np.uint64)

@@ -10,6 +10,7 @@ exactly (plaintext, masking) or within the protocol's stated error (CKKS).
 
 from __future__ import annotations
 
+import importlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -67,16 +68,18 @@ class SumResult:
     report: Report
 
 
-def make_protocol(name: str, **kwargs) -> SecureSumProtocol:
-    """Protocol by name: 'plaintext', 'ckks' or 'masking'; kwargs go to its constructor."""
-    from .ckks import CKKSProtocol
-    from .masking import MaskingProtocol
-    from .plaintext import PlaintextProtocol
+_PROTOCOL_CLASSES = {"plaintext": "PlaintextProtocol", "ckks": "CKKSProtocol", "masking": "MaskingProtocol"}
 
-    protocols = {p.NAME: p for p in (PlaintextProtocol, CKKSProtocol, MaskingProtocol)}
-    if name not in protocols:
-        raise ValueError(f"unknown protocol {name!r}; choose one of {sorted(protocols)}")
-    return protocols[name](**kwargs)
+
+def make_protocol(name: str, **kwargs) -> SecureSumProtocol:
+    """Protocol by name: 'plaintext', 'ckks' or 'masking'; kwargs go to its constructor.
+
+    Only the chosen protocol's module is imported (CKKS pulls in TenSEAL).
+    """
+    if name not in _PROTOCOL_CLASSES:
+        raise ValueError(f"unknown protocol {name!r}; choose one of {sorted(_PROTOCOL_CLASSES)}")
+    module = importlib.import_module(f"{__package__}.{name}")
+    return getattr(module, _PROTOCOL_CLASSES[name])(**kwargs)
 
 
 class Aggregator:

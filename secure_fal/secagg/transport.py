@@ -86,7 +86,8 @@ def run_round(server: ServerMachine, clients: Mapping[int, ClientMachine], repor
     while not server.done:
         if not queue:
             stalls += 1
-            if stalls > len(client_phases) + 4:
+            # a protocol may time out once per phase, plus once per client it retries (e.g. a decryptor)
+            if stalls > len(client_phases) + 4 + len(clients):
                 raise SecAggError(f"round stalled in server phase {server.phase!r}",
                                   round_id=server.spec.round_id)
             post(timed(report.server_seconds, server.phase, server.on_timeout))

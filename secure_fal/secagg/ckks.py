@@ -1,0 +1,320 @@
+"""CKKS protocol: clients encrypt, the server adds ciphertexts, one key-holding client decrypts the sum.
+
+Flow of a round (spec: protocols/ckks.md):
+
+    server -> every client      Request
+    client -> server            EncryptedInput   ceil(L / (N/2)) ciphertexts of y = q / M
+    server -> decryptor         DecryptRequest   the sum of the received ciphertexts, and who is in it
+    decryptor -> server         DecryptedSum     round(M * decryption): the integer sum on the grid, packed
+
+Keys: ``CKKSProtocol.setup`` runs once per session: a key dealer (a client, by default the smallest id, or a
+separate key authority) generates the secret key and hands the secret context to every client over an
+out-of-band channel; the server gets a public context (parameters only, no key). The decryptor is the dealer
+when it contributed to the round, otherwise the smallest contributing client; if it does not answer, the
+server asks the next contributing client; when none is left the round fails with DropoutError.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .api import SecureSumProtocol
+from .ckks_context import CKKSContext
+from .ckks_params import CKKSParams, RoundPlan
+from .errors import DecryptionError, DropoutError, InputError, MessageError
+from .machine import ClientMachine, RoundSpec, ServerMachine
+from .messages import SERVER, Message
+
+PROTOCOL_ID = 2
+
+
+@dataclass(frozen=True)
+class Request(Message):
+    """Server -> client: send your encrypted input for this round."""
+
+    KIND = 1
+
+
+@dataclass(frozen=True)
+class EncryptedInput(Message):
+    """Client -> server: chunk index (0 .. chunks-1) -> serialized CKKS ciphertext of N/2 slots."""
+
+    KIND = 2
+    chunks: dict[int, bytes]
+
+
+@dataclass(frozen=True)
+class DecryptRequest(Message):
+    """Server -> decryptor: the aggregate ciphertexts and the ids of the clients whose inputs they sum."""
+
+    KIND = 3
+    contributors: tuple[int, ...]
+    chunks: dict[int, bytes]
+
+
+@dataclass(frozen=True)
+class DecryptedSum(Message):
+    """Decryptor -> server: the sum as integers on the fixed-point grid, packed as ring elements (k/8 bytes)."""
+
+    KIND = 4
+    values: bytes
+
+
+KINDS = {m.KIND: m for m in (Request, EncryptedInput, DecryptRequest, DecryptedSum)}
+
+
+def _load_chunks(context: CKKSContext, plan: RoundPlan, chunks: dict[int, bytes], *, client: int | None,
+                 round_id: int) -> list:
+    """Check and parse every chunk before anything is used: all or nothing."""
+    if sorted(chunks) != list(range(plan.chunks)):
+        raise MessageError(f"expected chunks 0..{plan.chunks - 1}, got {len(chunks)} with indices "
+                           f"{sorted(chunks)[:5]}...", client=client, round_id=round_id, field="chunks")
+    out = []
+    for i in range(plan.chunks):
+        try:
+            out.append(context.load_ciphertext(chunks[i], plan.scale))
+        except ValueError as exc:
+            raise MessageError(str(exc), client=client, round_id=round_id, field=f"chunks[{i}]") from None
+    return out
+
+
+class CKKSServer(ServerMachine):
+    """Holds only the public context: adds ciphertexts, never decrypts.
+
+    Phases: "collect" (EncryptedInput from each client, added as it arrives), "decrypt" (waiting for the
+    DecryptedSum of the current decryptor), then done.
+    """
+
+    PROTOCOL = PROTOCOL_ID
+    KINDS = KINDS
+
+    def __init__(self, spec: RoundSpec, context: CKKSContext, preferred_decryptor: int | None) -> None:
+        if context.is_private():
+            raise ValueError("the CKKS server must not hold the secret key")
+        super().__init__(spec)
+        self.context = context
+        self.plan = RoundPlan.for_round(context.params, spec)
+        self.preferred_decryptor = preferred_decryptor
+        self.received: dict[int, None] = {}
+        self.sums: list | None = None
+        self.asked: list[int] = []
+        self._request: DecryptRequest | None = None
+
+    def start(self) -> list[bytes]:
+        self.phase = "collect"
+        return [self.send(cid, Request()) for cid in self.spec.clients]
+
+    def receive(self, data: bytes) -> list[bytes]:
+        if self.phase == "collect":
+            return self._collect(data)
+        header, msg = self.accept_from_client(data, (DecryptedSum,) if self.phase == "decrypt" else (), {})
+        return self._finish(header.sender, msg)
+
+    def on_timeout(self) -> list[bytes]:
+        if self.phase == "collect":
+            if not self.received:
+                raise DropoutError("no client sent its input", round_id=self.spec.round_id)
+            return self._ask_next()
+        if self.phase == "decrypt":
+            return self._ask_next()
+        return []
+
+    def _collect(self, data: bytes) -> list[bytes]:
+        header, msg = self.accept_from_client(data, (EncryptedInput,), self.received)
+        ciphers = _load_chunks(self.context, self.plan, msg.chunks, client=header.sender,
+                               round_id=self.spec.round_id)
+        if self.sums is None:
+            self.sums = ciphers
+        else:
+            for total, c in zip(self.sums, ciphers):
+                self.context.add_inplace(total, c)
+        self.received[header.sender] = None
+        if len(self.received) == len(self.spec.clients):
+            return self._ask_next()
+        return []
+
+    def _ask_next(self) -> list[bytes]:
+        """Send the aggregate to the next contributing key holder not asked yet."""
+        if self._request is None:
+            self.contributors = tuple(sorted(self.received))
+            self._request = DecryptRequest(self.contributors, {i: self.context.save_ciphertext(c)
+                                                               for i, c in enumerate(self.sums)})
+            self.sums = None
+        order = sorted(self.contributors, key=lambda c: (c != self.preferred_decryptor, c))
+        remaining = [c for c in order if c not in self.asked]
+        if not remaining:
+            raise DropoutError(f"no contributing key holder answered the decryption request (asked {self.asked})",
+                               round_id=self.spec.round_id)
+        self.phase = "decrypt"
+        self.asked.append(remaining[0])
+        return [self.send(remaining[0], self._request)]
+
+    def _finish(self, sender: int, msg: DecryptedSum) -> list[bytes]:
+        if sender not in self.asked:
+            raise MessageError("DecryptedSum from a client that was not asked to decrypt", client=sender,
+                               round_id=self.spec.round_id, field="values")
+        enc = self.spec.encoding
+        try:
+            total = enc.from_ring(enc.unpack(msg.values, self.spec.length))
+        except ValueError as exc:
+            raise MessageError(str(exc), client=sender, round_id=self.spec.round_id, field="values") from None
+        limit = len(self.contributors) * enc.max_abs_int
+        if np.abs(total).max() > limit:
+            raise MessageError(f"decrypted sum exceeds {len(self.contributors)} x the input bound", client=sender,
+                               round_id=self.spec.round_id, field="values")
+        self.result = enc.dequantize(total)
+        self.phase = "done"
+        return []
+
+
+class CKKSClient(ClientMachine):
+    """Holds the secret context: encrypts its input, and decrypts the aggregate when asked.
+
+    Phases: "input" (waiting for Request), "decrypt" (input sent; may be asked to decrypt), "done".
+    """
+
+    PROTOCOL = PROTOCOL_ID
+    KINDS = KINDS
+
+    def __init__(self, cid: int, spec: RoundSpec, vector: np.ndarray, context: CKKSContext) -> None:
+        super().__init__(cid, spec, vector)
+        if not context.is_private():
+            raise InputError("client context holds no secret key", client=cid, round_id=spec.round_id,
+                             field="context")
+        self.context = context
+        self.plan = RoundPlan.for_round(context.params, spec)
+        self.phase = "input"
+
+    def receive(self, data: bytes) -> list[bytes]:
+        allowed = {"input": (Request,), "decrypt": (DecryptRequest,)}.get(self.phase, ())
+        _, msg = self.accept_from_server(data, allowed)
+        if isinstance(msg, Request):
+            out = [self.send(SERVER, EncryptedInput(self._encrypt()))]
+            self.phase = "decrypt"
+            return out
+        out = [self.send(SERVER, DecryptedSum(self._decrypt(msg)))]
+        self.phase = "done"
+        return out
+
+    def _encrypt(self) -> dict[int, bytes]:
+        y = self.quantized / float(self.plan.divisor)
+        slots = self.context.params.slots
+        return {i: self.context.encrypt(y[i * slots:(i + 1) * slots], self.plan.scale)
+                for i in range(self.plan.chunks)}
+
+    def _decrypt(self, msg: DecryptRequest) -> bytes:
+        spec, plan, enc = self.spec, self.plan, self.spec.encoding
+        contributors = msg.contributors
+        if not contributors or list(contributors) != sorted(set(contributors)) or not set(contributors) <= set(
+                spec.clients):
+            raise MessageError(f"contributors {contributors} are not a set of this round's clients",
+                               round_id=spec.round_id, field="contributors")
+        ciphers = _load_chunks(self.context, plan, msg.chunks, client=None, round_id=spec.round_id)
+        slots = self.context.params.slots
+        total = np.concatenate([self.context.decrypt(c) for c in ciphers])[:spec.length] * plan.divisor
+        n = len(contributors)
+        limit = n * enc.max_abs_int + plan.integer_error(n) + 1
+        bad = np.flatnonzero(~(np.abs(total) <= limit))
+        if bad.size:
+            raise DecryptionError(f"decryptor client {self.me}: slot {bad[0]} decrypts to {total[bad[0]]:.3g}, "
+                                  f"beyond the {limit:.3g} any sum of {n} inputs can reach (wrong key or "
+                                  "corrupted ciphertext)", round_id=spec.round_id, field=f"chunks[{bad[0] // slots}]")
+        rounded = np.clip(np.rint(total), -n * enc.max_abs_int, n * enc.max_abs_int).astype(np.int64)
+        return enc.pack(enc.to_ring(rounded))
+
+
+@dataclass(frozen=True)
+class SetupCost:
+    """What ``CKKSProtocol.setup`` cost; it runs once per session, outside the rounds' reports.
+
+    Attributes:
+        dealer: the client that generated the keys, or None for a separate key authority.
+        secret_context_bytes: bytes of the secret context sent to each other key holder.
+        public_context_bytes: bytes of the public context sent to the server.
+        bytes_sent: total out-of-band bytes: secret context to every client but the dealer, public to server.
+        keygen_seconds: seconds to generate the keys.
+    """
+
+    dealer: int | None
+    secret_context_bytes: int
+    public_context_bytes: int
+    bytes_sent: int
+    keygen_seconds: float
+
+
+class CKKSProtocol(SecureSumProtocol):
+    """CKKS homomorphic encryption (TenSEAL's SEAL bindings); the server never holds the secret key.
+
+    Args:
+        params: CKKS parameters; default ``CKKSParams()`` (N = 4096, one 60-bit prime, automatic scale,
+            symmetric encryption).
+        dealer: client id that generates the keys and is the preferred decryptor; default the smallest id.
+        key_authority: True: a separate party generates the keys (no client is dealer); the decryptor is then
+            the smallest contributing client.
+    """
+
+    NAME = "ckks"
+    CLIENT_PHASES = ("input", "decrypt")
+    PHASE_OF_KIND = {EncryptedInput.KIND: "input", DecryptedSum.KIND: "decrypt"}
+
+    def __init__(self, params: CKKSParams | None = None, *, dealer: int | None = None,
+                 key_authority: bool = False) -> None:
+        if dealer is not None and key_authority:
+            raise ValueError("choose a dealer client or a key authority, not both")
+        self.params = params or CKKSParams()
+        self.key_authority = key_authority
+        self._dealer_choice = dealer
+        self.dealer: int | None = None
+        self.setup_cost: SetupCost | None = None
+        self._server_context: CKKSContext | None = None
+        self._client_contexts: dict[int, CKKSContext] = {}
+
+    def setup(self, clients: Sequence[int], rng: random.Random) -> None:
+        """Generate the session's keys and distribute them (out of band; costs in ``setup_cost``).
+
+        The secret key comes from SEAL's CSPRNG, not from ``rng``.
+        """
+        clients = sorted(set(clients))
+        if not clients:
+            raise ValueError("a CKKS session needs at least one client")
+        if self._dealer_choice is not None and self._dealer_choice not in clients:
+            raise ValueError(f"dealer {self._dealer_choice} is not a client of the session {clients}")
+        self.dealer = None if self.key_authority else (
+            self._dealer_choice if self._dealer_choice is not None else clients[0])
+        t0 = time.perf_counter()
+        keys = CKKSContext.generate(self.params)
+        keygen_seconds = time.perf_counter() - t0
+        secret, public = keys.serialize(), keys.make_public().serialize()
+        self._client_contexts = {cid: keys if cid == self.dealer else CKKSContext.from_bytes(secret)
+                                 for cid in clients}
+        self._server_context = CKKSContext.from_bytes(public)
+        receivers = len(clients) - (self.dealer is not None)
+        self.setup_cost = SetupCost(self.dealer, len(secret), len(public), receivers * len(secret) + len(public),
+                                    keygen_seconds)
+
+    def server(self, spec: RoundSpec) -> ServerMachine:
+        self._check_setup(spec)
+        return CKKSServer(spec, self._server_context, self.dealer)
+
+    def client(self, cid: int, spec: RoundSpec, vector: np.ndarray) -> ClientMachine:
+        self._check_setup(spec)
+        if cid not in self._client_contexts:
+            raise InputError("holds no key of this CKKS session", client=cid, round_id=spec.round_id, field="cid")
+        return CKKSClient(cid, spec, vector, self._client_contexts[cid])
+
+    def error_bound(self, spec: RoundSpec, n_inputs: int) -> float:
+        """Input rounding, plus the CKKS error when it is not guaranteed to vanish (see RoundPlan)."""
+        return RoundPlan.for_round(self.params, spec).error_bound(n_inputs)
+
+    def _check_setup(self, spec: RoundSpec) -> None:
+        if self._server_context is None:
+            raise ValueError("CKKSProtocol.setup(clients, rng) must run before the first round")
+        missing = sorted(set(spec.clients) - set(self._client_contexts))
+        if missing:
+            raise InputError("holds no key of this CKKS session", client=missing[0], round_id=spec.round_id,
+                             field="cid")

@@ -1,0 +1,132 @@
+"""Classifiers that expose their penultimate features, as the samplers need.
+
+Every model has ``embed(x) -> (B, D)`` (penultimate features), ``head(z) -> (B, num_classes)`` logits,
+``forward(x) = head(embed(x))`` and an ``embedding_dim`` attribute (D).
+
+- ``CNN``: the reference network, 4 x [conv3x3(64) + BN + ReLU + maxpool2] then linear.
+- ``MLP``: fully connected ReLU network (for the 8x8 digits).
+- ``resnet18``: torchvision's ResNet-18, no pretrained weights, stem adapted to small images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class EmbeddingClassifier(nn.Module):
+    """Base: ``features`` maps (B, C, H, W) to (B, D), ``classifier`` maps (B, D) to logits."""
+
+    features: nn.Module
+    classifier: nn.Module
+    embedding_dim: int
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features: (B, C, H, W) -> (B, embedding_dim)."""
+        return self.features(x)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits from features: (B, embedding_dim) -> (B, num_classes)."""
+        return self.classifier(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+class CNN(EmbeddingClassifier):
+    """The reference CNN: ``blocks`` x [conv3x3(width, padding 1) + BatchNorm + ReLU + maxpool 2x2] + linear.
+
+    At 28x28 the feature map shrinks 28 -> 14 -> 7 -> 3 -> 1, so the embedding is the 64 channels of the
+    last 1x1 map, exactly the reference. Other sizes: a block whose input is already 1x1 skips its pooling
+    (8x8 digits: 8 -> 4 -> 2 -> 1 -> 1), and a global average pool at the end turns any remaining HxW map
+    into one vector (32x32 CIFAR: 2x2 -> 1x1), so the embedding is always ``width``-dimensional.
+
+    Args:
+        in_channels: C of the input images.
+        num_classes: number of logits.
+        image_size: input height (= width) in pixels, >= 1.
+        width: channels of every conv layer (= embedding_dim), default 64.
+        blocks: number of conv blocks, default 4.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int = 28, width: int = 64,
+                 blocks: int = 4) -> None:
+        super().__init__()
+        if image_size < 1 or blocks < 1:
+            raise ValueError(f"image_size and blocks must be >= 1, got {image_size}, {blocks}")
+        layers: list[nn.Module] = []
+        size, channels = image_size, in_channels
+        for _ in range(blocks):
+            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            if size >= 2:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            channels = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+        self.embedding_dim = width
+
+
+class MLP(EmbeddingClassifier):
+    """Flatten, then Linear + ReLU per hidden layer; the last hidden layer is the embedding.
+
+    Args:
+        in_features: C * H * W of the inputs.
+        num_classes: number of logits.
+        hidden: widths of the hidden layers, default (128, 64); embedding_dim = hidden[-1].
+    """
+
+    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int] = (128, 64)) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("MLP needs at least one hidden layer (its output is the embedding)")
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+        self.embedding_dim = width
+
+
+class ResNet18(EmbeddingClassifier):
+    """torchvision ResNet-18 from random weights, stem adapted to small (e.g. 32x32) images.
+
+    The 7x7 stride-2 stem convolution becomes 3x3 stride 1 and the stem max-pool is removed (the usual
+    CIFAR adaptation), so 32x32 inputs reach the last stage at 4x4. Embedding: the 512-d global average pool.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        net = resnet18(weights=None, num_classes=num_classes)
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.features = nn.Sequential(net.conv1, net.bn1, net.relu, net.layer1, net.layer2, net.layer3,
+                                      net.layer4, net.avgpool, nn.Flatten())
+        self.classifier = net.fc
+        self.embedding_dim = net.fc.in_features
+
+
+MODEL_NAMES = ("cnn", "mlp", "resnet18")
+
+
+def build_model(name: str, in_channels: int, image_size: int, num_classes: int, **kwargs) -> EmbeddingClassifier:
+    """Model by name for inputs (B, in_channels, image_size, image_size).
+
+    Args:
+        name: 'cnn' (reference CNN), 'mlp' (kwargs: hidden), or 'resnet18'.
+        kwargs: extra constructor arguments (CNN: width, blocks; MLP: hidden).
+    """
+    if name == "cnn":
+        return CNN(in_channels, num_classes, image_size, **kwargs)
+    if name == "mlp":
+        return MLP(in_channels * image_size * image_size, num_classes, **kwargs)
+    if name == "resnet18":
+        return ResNet18(in_channels, num_classes, **kwargs)
+    raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")

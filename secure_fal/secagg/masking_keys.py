@@ -1,0 +1,85 @@
+"""Key agreement and share encryption of the masking protocol (protocols/masking.md §Keys).
+
+Each client makes two fresh X25519 key pairs per round: c (encrypts the shares it sends) and s (agrees
+the pairwise mask seeds). For a pair {u, v} and a purpose ("mask" or "share"):
+
+    key_uv = HKDF-SHA256(ikm = X25519(sk_u, pk_v), salt = none, length = 32,
+                         info = "secure_fal/masking/v1/" + purpose + session(8) + round(4) + min(u,v)(4) + max(u,v)(4))
+
+so both ends derive the same key, and keys of different sessions, rounds, pairs or purposes are
+independent. Shares are sealed with AES-256-GCM under the "share" key; the nonce is
+sender(4) || recipient(4) || 0(4), unique because each direction of a pair carries one ciphertext per
+round, and the associated data binds session, round, sender and recipient.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+TAG_BYTES = 16
+MASK = b"mask"     # purpose label of pairwise mask seeds
+SHARE = b"share"   # purpose label of share-encryption keys
+_LABEL = b"secure_fal/masking/v1/"
+_PAIR = struct.Struct(">QIii")
+
+
+def new_private_key() -> X25519PrivateKey:
+    """A fresh X25519 private key from the OS's cryptographic RNG."""
+    return X25519PrivateKey.generate()
+
+
+def private_bytes(sk: X25519PrivateKey) -> bytes:
+    """The 32 raw bytes of a private key (what is secret-shared)."""
+    return sk.private_bytes_raw()
+
+
+def public_bytes(sk: X25519PrivateKey) -> bytes:
+    """The 32 raw bytes of the matching public key."""
+    return sk.public_key().public_bytes_raw()
+
+
+def private_from_bytes(raw: bytes) -> X25519PrivateKey:
+    """Inverse of private_bytes; raises ValueError unless raw is 32 bytes."""
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def pair_key(sk: X25519PrivateKey, peer_pk: bytes, purpose: bytes, session: int, round_id: int, me: int,
+             peer: int) -> bytes:
+    """The 32-byte key that ``me`` (holding sk) and ``peer`` (owning peer_pk) share for ``purpose``.
+
+    Raises ValueError when peer_pk is not 32 bytes or is a low-order point (all-zero shared secret).
+    """
+    if len(peer_pk) != KEY_BYTES:
+        raise ValueError(f"public key must be {KEY_BYTES} bytes, got {len(peer_pk)}")
+    shared = sk.exchange(X25519PublicKey.from_public_bytes(peer_pk))
+    info = _LABEL + purpose + _PAIR.pack(session, round_id, min(me, peer), max(me, peer))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+
+def seal(key: bytes, session: int, round_id: int, sender: int, recipient: int, plaintext: bytes) -> bytes:
+    """AES-256-GCM ciphertext || 16-byte tag of plaintext, bound to (session, round, sender, recipient)."""
+    return AESGCM(key).encrypt(_nonce(sender, recipient), plaintext, _aad(session, round_id, sender, recipient))
+
+
+def open_sealed(key: bytes, session: int, round_id: int, sender: int, recipient: int, ciphertext: bytes) -> bytes:
+    """Inverse of seal; raises InvalidTag when the ciphertext, the tag or any bound field differs."""
+    return AESGCM(key).decrypt(_nonce(sender, recipient), ciphertext, _aad(session, round_id, sender, recipient))
+
+
+def _nonce(sender: int, recipient: int) -> bytes:
+    return struct.pack(">iiI", sender, recipient, 0)
+
+
+def _aad(session: int, round_id: int, sender: int, recipient: int) -> bytes:
+    return _LABEL + SHARE + _PAIR.pack(session, round_id, sender, recipient)
+
+
+__all__ = ["KEY_BYTES", "TAG_BYTES", "MASK", "SHARE", "InvalidTag", "new_private_key", "private_bytes", "public_bytes",
+           "private_from_bytes", "pair_key", "seal", "open_sealed"]

@@ -1,0 +1,224 @@
+"""Server machine of the masking protocol (protocols/masking.md; overview in masking.py).
+
+The server collects each phase until every client still in the round has answered or ``on_timeout`` is
+called, then checks that enough clients remain (per closed neighbourhood, against the threshold t) before
+moving on: too few raise DropoutError and no partial result is ever released.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import masking_keys as keys
+from . import shamir
+from .errors import DropoutError, MessageError, OutOfOrderError
+from .machine import RoundSpec, ServerMachine
+from .masking_graph import Neighbourhoods
+from .masking_keys import MASK
+from .masking_messages import (KINDS, PROTOCOL_ID, SHARE_CIPHERTEXT_BYTES, Advertise, AdvertiseRequest,
+                               MaskedInput, PeerKeys, RelayedShares, Shares, Unmask, UnmaskRequest)
+from .prg import MaskAccumulator
+
+
+class MaskingServer(ServerMachine):
+    """Server of one masking round. Sees public keys, ciphertexts, masked vectors and revealed shares.
+
+    Attributes (the sets of the module docstring, filled phase by phase):
+        public_keys: U1, id -> (c_pk, s_pk).
+        sealed: U2, sender -> {recipient: ciphertext}.
+        masked: U3, id -> y_u as uint64 residues (L,).
+        requests: U3, id -> (survivors, dropped) asked of it in the unmask phase.
+        revealed: U4, id -> ({v: b-share}, {v: s_sk-share}).
+    """
+
+    PROTOCOL = PROTOCOL_ID
+    KINDS = KINDS
+
+    def __init__(self, spec: RoundSpec, graph: Neighbourhoods) -> None:
+        super().__init__(spec)
+        self.graph = graph
+        self.public_keys: dict[int, tuple[bytes, bytes]] = {}
+        self.sealed: dict[int, dict[int, bytes]] = {}
+        self.masked: dict[int, np.ndarray] = {}
+        self.requests: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        self.revealed: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
+
+    def start(self) -> list[bytes]:
+        self.phase = "advertise"
+        return [self.send(cid, AdvertiseRequest()) for cid in self.spec.clients]
+
+    def receive(self, data: bytes) -> list[bytes]:
+        if self.phase == "advertise":
+            return self._on_advertise(data)
+        if self.phase == "share":
+            return self._on_shares(data)
+        if self.phase == "masked_input":
+            return self._on_masked_input(data)
+        if self.phase == "unmask":
+            return self._on_unmask(data)
+        self.accept(data, ())  # raises: nothing is accepted before start() or after the result
+        return []
+
+    def on_timeout(self) -> list[bytes]:
+        """Close the current phase with the clients that answered; the others count as dropped."""
+        if self.phase == "advertise":
+            return self._close_advertise()
+        if self.phase == "share":
+            return self._close_share()
+        if self.phase == "masked_input":
+            return self._close_masked_input()
+        if self.phase == "unmask":
+            self._finish(self.revealed)
+        return []
+
+    # -- receiving, one method per phase: validate everything, then store -----------------------------
+
+    def _from(self, data: bytes, kind: type, seen: dict, previous: dict, previous_phase: str) -> tuple:
+        header, msg = self.accept_from_client(data, (kind,), seen)
+        if header.sender not in previous:
+            raise OutOfOrderError(f"{kind.__name__} from a client that did not complete phase {previous_phase!r}",
+                                  client=header.sender, round_id=header.round_id)
+        return header.sender, msg
+
+    def _on_advertise(self, data: bytes) -> list[bytes]:
+        header, msg = self.accept_from_client(data, (Advertise,), self.public_keys)
+        for name in ("c_pk", "s_pk"):
+            if len(getattr(msg, name)) != keys.KEY_BYTES:
+                raise MessageError(f"public key of {len(getattr(msg, name))} bytes, expected {keys.KEY_BYTES}",
+                                   client=header.sender, round_id=header.round_id, field=name)
+        self.public_keys[header.sender] = (msg.c_pk, msg.s_pk)
+        return self._close_advertise() if len(self.public_keys) == len(self.spec.clients) else []
+
+    def _on_shares(self, data: bytes) -> list[bytes]:
+        u, msg = self._from(data, Shares, self.sealed, self.public_keys, "advertise")
+        expected = set(self.graph.of(u)) & self.public_keys.keys()
+        if set(msg.ciphertexts) != expected:
+            raise MessageError(f"ciphertexts for {sorted(msg.ciphertexts)}, expected one for each neighbour that "
+                               f"advertised: {sorted(expected)}", client=u, round_id=self.spec.round_id,
+                               field="ciphertexts")
+        for v, ct in msg.ciphertexts.items():
+            if len(ct) != SHARE_CIPHERTEXT_BYTES:
+                raise MessageError(f"ciphertext for client {v} has {len(ct)} bytes, expected "
+                                   f"{SHARE_CIPHERTEXT_BYTES}", client=u, round_id=self.spec.round_id,
+                                   field="ciphertexts")
+        self.sealed[u] = dict(msg.ciphertexts)
+        return self._close_share() if len(self.sealed) == len(self.public_keys) else []
+
+    def _on_masked_input(self, data: bytes) -> list[bytes]:
+        u, msg = self._from(data, MaskedInput, self.masked, self.sealed, "share")
+        try:
+            values = self.spec.encoding.unpack(msg.values, self.spec.length)
+        except ValueError as exc:
+            raise MessageError(f"masked vector: {exc}", client=u, round_id=self.spec.round_id,
+                               field="values") from None
+        self.masked[u] = values
+        return self._close_masked_input() if len(self.masked) == len(self.sealed) else []
+
+    def _on_unmask(self, data: bytes) -> list[bytes]:
+        u, msg = self._from(data, Unmask, self.revealed, self.masked, "masked_input")
+        survivors, dropped = self.requests[u]
+        parsed = []
+        for name, got, asked in (("b_shares", msg.b_shares, survivors), ("s_shares", msg.s_shares, dropped)):
+            if set(got) != set(asked):
+                raise MessageError(f"shares of {sorted(got)}, asked for {sorted(asked)}", client=u,
+                                   round_id=self.spec.round_id, field=name)
+            try:
+                parsed.append({v: shamir.decode_share(s) for v, s in got.items()})
+            except ValueError as exc:
+                raise MessageError(str(exc), client=u, round_id=self.spec.round_id, field=name) from None
+        revealed = {**self.revealed, u: (parsed[0], parsed[1])}
+        if len(revealed) == len(self.masked):
+            self._finish(revealed)  # raises before anything is stored if a secret cannot be recovered
+        self.revealed = revealed
+        return []
+
+    # -- closing phases: check that enough clients remain, then move on --------------------------------
+
+    def _require(self, alive: set[int], owners: set[int], closed: bool, what: str) -> None:
+        """DropoutError unless every owner in ``owners`` has >= t share holders among ``alive``."""
+        t = self.graph.threshold
+        if not alive:
+            raise DropoutError(f"no client left after phase {self.phase!r}", round_id=self.spec.round_id)
+        for u in sorted(owners):
+            holders = (self.graph.closed(u) if closed else set(self.graph.of(u))) & alive
+            if len(holders) < t:
+                raise DropoutError(f"{what}: {len(holders)} holders of this client's shares remain "
+                                   f"({sorted(holders)}), threshold t={t}; no result is released",
+                                   client=u, round_id=self.spec.round_id)
+
+    def _close_advertise(self) -> list[bytes]:
+        u1 = set(self.public_keys)
+        self._require(u1, u1, True, "too few neighbours advertised keys")
+        self.phase = "share"
+        return [self.send(u, PeerKeys({v: b"".join(self.public_keys[v]) for v in self.graph.of(u) if v in u1}))
+                for u in sorted(u1)]
+
+    def _close_share(self) -> list[bytes]:
+        u2 = set(self.sealed)
+        self._require(u2, u2, True, "too few neighbours shared their secrets")
+        self.phase = "masked_input"
+        return [self.send(u, RelayedShares({v: self.sealed[v][u] for v in self.graph.of(u) if v in u2}))
+                for u in sorted(u2)]
+
+    def _dropped_after_sharing(self) -> tuple[set[int], set[int]]:
+        """(U2 minus U3, those of them with a neighbour in U3: whose mask keys must be reconstructed)."""
+        u3 = set(self.masked)
+        gone = set(self.sealed) - u3
+        return gone, {w for w in gone if u3 & set(self.graph.of(w))}
+
+    def _close_masked_input(self) -> list[bytes]:
+        u3 = set(self.masked)
+        gone, needed = self._dropped_after_sharing()
+        self._require(u3, u3, True, "too few neighbours sent their masked input")
+        self._require(u3, needed, False, "too few neighbours of this dropped client remain to remove its masks")
+        parts = self.graph.components(u3)
+        if len(parts) > 1:  # the masks of each part would cancel on their own: its sum would be revealed
+            raise DropoutError(f"the clients whose masked input arrived split into {len(parts)} groups with no "
+                               f"neighbour in another group (those of {sorted(map(min, parts))}): each group's sum "
+                               "would be revealed; no result is released", round_id=self.spec.round_id)
+        requests = {u: (tuple(sorted(self.graph.closed(u) & u3)), tuple(sorted(set(self.graph.of(u)) & gone)))
+                    for u in sorted(u3)}
+        self.requests = requests
+        self.phase = "unmask"
+        return [self.send(u, UnmaskRequest(*requests[u])) for u in sorted(u3)]
+
+    def _finish(self, revealed: dict[int, tuple[dict[int, int], dict[int, int]]]) -> None:
+        """Reconstruct the secrets, remove every mask, decode. Sets result only if all of it succeeds."""
+        u3, u4 = set(self.masked), set(revealed)
+        _, needed = self._dropped_after_sharing()
+        self._require(u4, u3, True, "too few holders revealed shares of this client's self-mask")
+        self._require(u4, needed, False, "too few holders revealed shares of this dropped client's mask key")
+        t = self.graph.threshold
+        round_id = self.spec.round_id
+        self_seeds = {}
+        for u in sorted(u3):
+            shares = {h: revealed[h][0][u] for h in self.graph.closed(u) & u4}
+            try:
+                self_seeds[u] = shamir.reconstruct(shares, t)
+            except ValueError as exc:
+                raise MessageError(f"cannot reconstruct the self-mask seed: {exc}", client=u, round_id=round_id,
+                                   field="b_shares") from None
+        pair_seeds: list[tuple[int, int, bytes]] = []  # (survivor u, dropped w, s_uw)
+        for w in sorted(needed):
+            shares = {h: revealed[h][1][w] for h in set(self.graph.of(w)) & u4}
+            try:
+                s_sk = keys.private_from_bytes(shamir.reconstruct(shares, t))
+            except ValueError as exc:
+                raise MessageError(f"cannot reconstruct the mask key: {exc}", client=w, round_id=round_id,
+                                   field="s_shares") from None
+            if keys.public_bytes(s_sk) != self.public_keys[w][1]:
+                raise MessageError("reconstructed mask key does not match the advertised s_pk", client=w,
+                                   round_id=round_id, field="s_shares")
+            for u in sorted(set(self.graph.of(w)) & u3):
+                seed = keys.pair_key(s_sk, self.public_keys[u][1], MASK, self.spec.session, round_id, w, u)
+                pair_seeds.append((u, w, seed))
+        acc = MaskAccumulator(np.zeros(self.spec.length, dtype=np.uint64))
+        for u in sorted(u3):
+            np.add(acc.total, self.masked[u], out=acc.total)
+            acc.sub(self_seeds[u])
+        for u, w, seed in pair_seeds:
+            (acc.sub if w > u else acc.add)(seed)  # y_u holds +PRG(s_uw) when w > u, -PRG(s_uw) when w < u
+        enc = self.spec.encoding
+        self.contributors = tuple(sorted(u3))
+        self.result = enc.dequantize(enc.from_ring(acc.reduce(enc.ring_mask)))
+        self.phase = "done"

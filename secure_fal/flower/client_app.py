@@ -1,0 +1,88 @@
+"""The Flower ClientApp: one client machine per SuperNode.
+
+Node config (``flower-supernode --node-config "client-id=3 protocols='masking'"``):
+
+- ``client-id`` (int, required in the deployment engine): this node's client id in our protocols. In
+  the simulation engine, where nodes get ``partition-id`` instead, that is used.
+- ``protocols`` (str, default ``"masking"``): comma-separated protocols this node accepts. A round
+  opened with any other protocol is refused, so a server cannot switch a node to plaintext.
+- ``min-clients`` (int, default 2): rounds with fewer clients are refused (a sum over one client is
+  that client's input).
+
+A client that refuses or fails a batch raises; Flower turns that into an Error reply, which the server
+counts as no answer.
+
+Input source: in this phase, ``synthetic_inputs`` derives the vector from the workload's ``seed``, the
+client id and the round (``synthetic.synthetic_input``). ``make_client_app(inputs)`` takes any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from ..secagg.errors import InputError
+from ..secagg.machine import RoundSpec
+from .synthetic import synthetic_input
+from .transport import HELLO_ACTION, ROUND_ACTION, InputSource, NodePolicy, client_step, hello_content
+
+DEFAULT_PROTOCOLS = "masking"
+
+
+def synthetic_inputs(spec: RoundSpec, cid: int, workload: Mapping[str, object]) -> np.ndarray:
+    """Input source of phase 1: ``synthetic_input(workload["seed"], cid, round, L, bound)``."""
+    seed = workload.get("seed")
+    if not isinstance(seed, int) or seed < 0:
+        raise InputError(f"workload needs a non-negative int 'seed', got {seed!r}", client=cid,
+                         round_id=spec.round_id, field="seed")
+    return synthetic_input(seed, cid, spec.round_id, spec.length, spec.encoding.bound)
+
+
+def client_id_of(context: Context) -> int:
+    """This node's client id: node config ``client-id``, else ``partition-id`` (simulation engine)."""
+    for key in ("client-id", "partition-id"):
+        value = context.node_config.get(key)
+        if value is not None:
+            if not isinstance(value, int) or not 0 <= value < 2**31:
+                raise InputError(f"node config {key}={value!r} is not an int in [0, 2^31)", field=key)
+            return value
+    raise InputError("node config has neither 'client-id' nor 'partition-id' "
+                     "(start the SuperNode with --node-config \"client-id=<int>\")", field="client-id")
+
+
+def policy_of(context: Context, default_protocols: str = DEFAULT_PROTOCOLS) -> NodePolicy:
+    """This node's policy: node config ``protocols`` (else ``default_protocols``, comma-separated) and
+    ``min-clients`` (default 2)."""
+    raw = context.node_config.get("protocols", default_protocols)
+    min_clients = context.node_config.get("min-clients", 2)
+    if not isinstance(min_clients, int) or min_clients < 1:
+        raise InputError(f"node config min-clients={min_clients!r} is not an int >= 1", field="min-clients")
+    return NodePolicy(frozenset(p.strip() for p in str(raw).split(",") if p.strip()), min_clients)
+
+
+def make_client_app(inputs: InputSource = synthetic_inputs, protocols: str = DEFAULT_PROTOCOLS) -> ClientApp:
+    """A ClientApp answering ``query.secure_fal_hello`` and ``query.secure_fal_round``.
+
+    Args:
+        inputs: (round spec, client id, workload parameters) -> the client's vector (L,).
+        protocols: protocols accepted where the node config sets no ``protocols`` (comma-separated).
+    """
+    app = ClientApp()
+
+    @app.query(HELLO_ACTION)
+    def hello(message: Message, context: Context) -> Message:
+        return Message(hello_content(client_id_of(context)), reply_to=message)
+
+    @app.query(ROUND_ACTION)
+    def secure_round(message: Message, context: Context) -> Message:
+        answer = client_step(message.content, context.state, client_id_of(context), inputs,
+                             policy_of(context, protocols))
+        return Message(answer, reply_to=message)
+
+    return app
+
+
+app = make_client_app()

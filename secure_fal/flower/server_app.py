@@ -1,0 +1,197 @@
+"""The Flower ServerApp: a session of secure sums, the server machine of each round running here.
+
+Run config (``flwr run APP_DIR CONNECTION --run-config "protocol='masking' rounds=2 ..."``; defaults in
+``SessionSettings``): protocol, options (JSON object of protocol options), rounds, length, bound,
+frac-bits, seed, timeout, min-nodes, wait-nodes, result-file. The session id and round ids are those of
+``Aggregator(protocol, clients, frac_bits=..., seed=seed)``, and the clients' synthetic inputs depend on
+(seed, client id, round) only, so an in-process run with the same seed and the same dropouts gives the
+same result bit for bit (plaintext, masking).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from ..secagg.api import make_protocol
+from ..secagg.encoding import FixedPoint
+from ..secagg.errors import DropoutError, MessageError, SecAggError
+from ..secagg.machine import RoundSpec
+from .transport import HELLO_TYPE, RECORD, FlowerRound, check_session_free, client_id_from_hello, exchange, run_round
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Parameters of one session (one ``flwr run``).
+
+    Attributes:
+        protocol: 'masking' (default) or 'plaintext'.
+        options: protocol constructor options, e.g. {"neighbours": 4, "threshold": 3}.
+        rounds: secure sums to run (default 1).
+        length: values per input vector L (default 1000).
+        bound: public bound on |value| (default 1.0).
+        frac_bits: fixed-point fractional bits (default 24).
+        seed: session seed: session id, and the clients' synthetic inputs (default 0).
+        timeout: seconds to wait for the answers of each exchange (default 30).
+        min_nodes: nodes that must have answered the hello before the first round (default 2).
+        wait_nodes: seconds to wait for ``min_nodes`` nodes to connect (default 60).
+        result_file: where to write the session's results as JSON ('' = nowhere).
+    """
+
+    protocol: str = "masking"
+    options: Mapping[str, object] = field(default_factory=dict)
+    rounds: int = 1
+    length: int = 1000
+    bound: float = 1.0
+    frac_bits: int = 24
+    seed: int = 0
+    timeout: float = 30.0
+    min_nodes: int = 2
+    wait_nodes: float = 60.0
+    result_file: str = ""
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, object]) -> SessionSettings:
+        """Read Flower run config keys (dashes for underscores, ``options`` as a JSON string)."""
+        known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown run config keys {unknown}; known: {sorted(known)}")
+        kwargs = {k.replace("-", "_"): v for k, v in config.items()}
+        if "options" in kwargs:
+            kwargs["options"] = json.loads(str(kwargs["options"]))
+            if not isinstance(kwargs["options"], dict):
+                raise ValueError(f"run config 'options' must be a JSON object, got {config['options']!r}")
+        for name, cast in (("rounds", int), ("length", int), ("frac_bits", int), ("seed", int), ("min_nodes", int),
+                           ("bound", float), ("timeout", float), ("wait_nodes", float)):
+            if name in kwargs:
+                kwargs[name] = cast(kwargs[name])
+        return cls(**kwargs)
+
+    def to_run_config(self) -> dict[str, bool | int | float | str]:
+        """Inverse of ``from_run_config``: the Flower run config (and the App's declared defaults)."""
+        out = {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        out["options"] = json.dumps(dict(self.options), sort_keys=True)
+        return out
+
+
+def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: float) -> dict[int, int]:
+    """Client id -> Flower node id, from a hello exchange with every connected node.
+
+    Waits up to ``wait_nodes`` seconds for ``min_nodes`` nodes, then asks each its client id. Raises
+    DropoutError if fewer than ``min_nodes`` answered, MessageError if two nodes claim one client id.
+    """
+    deadline = time.monotonic() + wait_nodes
+    while len(node_ids := sorted(grid.get_node_ids())) < min_nodes and time.monotonic() < deadline:
+        time.sleep(0.5)
+    hellos = [Message(RecordDict({RECORD: ConfigRecord()}), node, HELLO_TYPE, group_id="hello") for node in node_ids]
+    nodes: dict[int, int] = {}
+    for reply in exchange(grid, hellos, timeout) if hellos else []:
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            log.warning("node %d answered the hello with an error: %s", node, reply.error.reason)
+            continue
+        try:
+            cid = client_id_from_hello(reply.content, node)
+        except MessageError as exc:
+            log.warning("%s", exc)
+            continue
+        if cid in nodes:
+            raise MessageError(f"nodes {nodes[cid]} and {node} both claim this client id", client=cid,
+                               field="client-id")
+        nodes[cid] = node
+    if len(nodes) < min_nodes:
+        raise DropoutError(f"{len(nodes)} of {len(node_ids)} connected nodes named their client id in "
+                           f"{wait_nodes + timeout:.0f} s, {min_nodes} needed")
+    return nodes
+
+
+def run_session(grid: Grid, settings: SessionSettings,
+                on_round: Callable[[FlowerRound], None] | None = None) -> list[FlowerRound]:
+    """Discover the clients, then run ``settings.rounds`` secure sums among the connected ones.
+
+    Each round's clients are the discovered clients whose node the SuperLink still lists; round r has
+    round id r and the session id of ``Aggregator(..., seed=settings.seed)``.
+    """
+    protocol = make_protocol(settings.protocol, **settings.options)
+    check_session_free(protocol)
+    nodes = discover_clients(grid, min_nodes=settings.min_nodes, wait_nodes=settings.wait_nodes,
+                             timeout=settings.timeout)
+    log.info("clients %s on nodes %s", sorted(nodes), [nodes[c] for c in sorted(nodes)])
+    session = random.Random(settings.seed).getrandbits(64)  # as Aggregator(seed=...) draws it
+    rounds = []
+    for round_id in range(1, settings.rounds + 1):
+        online = set(grid.get_node_ids())
+        members = tuple(sorted(c for c, node in nodes.items() if node in online))
+        if not members:
+            raise DropoutError("no client is connected", round_id=round_id)
+        spec = RoundSpec(session, round_id, members, settings.length,
+                         FixedPoint(settings.bound, settings.frac_bits, len(members)))
+        result = run_round(grid, protocol, settings.options, spec, nodes, timeout=settings.timeout,
+                           workload={"seed": settings.seed})
+        log.info("round %d: %d contributors, %.2f s", round_id, len(result.contributors), result.seconds)
+        rounds.append(result)
+        if on_round is not None:
+            on_round(result)
+    return rounds
+
+
+def round_to_dict(result: FlowerRound) -> dict:
+    """JSON-ready record of one round (floats written with repr precision, so they read back exactly)."""
+    return {"round_id": result.report.round_id, "contributors": list(result.contributors),
+            "total": [float(x) for x in result.total], "seconds": result.seconds,
+            "report": result.report.to_dict(), "wire": result.wire.to_dict()}
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically (readers never see a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(path)
+
+
+def make_server_app(settings: SessionSettings | None = None, record: dict | None = None) -> ServerApp:
+    """A ServerApp running ``run_session``; settings from the run config unless given here.
+
+    The session's record {"settings", "rounds": [round_to_dict, ...]}, plus "error" if the session fails
+    (the error is then re-raised), is kept in ``record`` (when given: filled in place, for callers in
+    the same process, e.g. the simulation engine) and written to ``result_file`` (when set) after every
+    round.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        s = settings or SessionSettings.from_run_config(context.run_config)
+        out = record if record is not None else {}
+        out.update(settings=asdict(s), rounds=[])
+
+        def on_round(result: FlowerRound) -> None:
+            out["rounds"].append(round_to_dict(result))
+            if s.result_file:
+                write_json(s.result_file, out)
+
+        try:
+            run_session(grid, s, on_round)
+        except (SecAggError, ValueError) as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            if s.result_file:
+                write_json(s.result_file, out)
+            raise
+
+    return app
+
+
+app = make_server_app()

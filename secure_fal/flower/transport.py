@@ -1,0 +1,437 @@
+"""Our protocol messages inside Flower Messages: the envelope, the server's round driver, the client's step.
+
+The sans-I/O machines of ``secure_fal.secagg`` exchange bytes; here those bytes travel in Flower Messages
+between a ServerApp (server machine) and ClientApps on SuperNodes (one client machine per node). Nothing
+of ours is re-encoded: each of our messages crosses the network as the same bytes the in-process
+transport moves, so every check of ``machine.py`` (session, round, phase, sender, recipient) still applies.
+
+Envelope (protocols/flower.md):
+
+- server -> node, message type ``query.secure_fal_round``, group id ``"<round>.<exchange>"``: a RecordDict
+  with ConfigRecord ``secure_fal`` = {"messages": [bytes, ...]} (our messages addressed to that client, in
+  order) and, in the first message of a round to that client only, ConfigRecord ``secure_fal.round`` (the
+  round's public parameters, see ``RoundOpening``) and ConfigRecord ``secure_fal.workload`` (free-form
+  parameters for the client's input source).
+- node -> server, the reply: ConfigRecord ``secure_fal`` = {"messages": [bytes, ...]}, or a Flower Error
+  when the client refused or failed (then it counts as not having answered).
+- ``query.secure_fal_hello`` (once per session): the node answers ConfigRecord ``secure_fal`` =
+  {"client-id": int} with the client id from its node config, so the server can map Flower node ids to
+  our client ids.
+
+The server sends one batch per *exchange* and waits up to ``timeout`` seconds for the answers. A node
+that does not answer in time (crashed, unreachable, or answering with an error) is treated exactly like
+a client that the in-process transport drops (``Faults(drop=...)``): the server machine's ``on_timeout``
+closes the phase without it, and it is not addressed again in that round.
+
+Both ends are split into a sans-I/O core working on RecordDicts (``ServerRound``, ``client_step``) and a
+thin Flower layer (``run_round``; ``client_app.py``), so the core is tested without a Flower runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+from ..secagg.api import SecureSumProtocol, make_protocol
+from ..secagg.encoding import FixedPoint
+from ..secagg.errors import MessageError, SecAggError
+from ..secagg.machine import RoundSpec
+from ..secagg.messages import SERVER, peek_header
+from ..secagg.report import Report
+from . import machine_state
+
+log = logging.getLogger(__name__)
+
+RECORD = "secure_fal"
+OPENING_RECORD = "secure_fal.round"
+WORKLOAD_RECORD = "secure_fal.workload"
+STATE_RECORD = "secure_fal.machine"
+HELLO_ACTION = "secure_fal_hello"
+ROUND_ACTION = "secure_fal_round"
+HELLO_TYPE = f"query.{HELLO_ACTION}"
+ROUND_TYPE = f"query.{ROUND_ACTION}"
+TTL_SLACK_S = 60.0  # a message stays valid this long after the server stops waiting (clock skew)
+
+# (round spec, client id, workload parameters) -> that client's input vector, float (L,)
+InputSource = Callable[[RoundSpec, int, Mapping[str, object]], np.ndarray]
+
+
+def flower_bytes(message: Message) -> int:
+    """Bytes of a Flower Message as Flower serializes it for transfer (metadata and every record);
+    the HTTP framing (and TLS, when enabled) of the SuperLink/SuperNode connections comes on top."""
+    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
+
+
+def pack_messages(messages: list[bytes]) -> RecordDict:
+    """Our messages -> the RecordDict body of a Flower Message."""
+    return RecordDict({RECORD: ConfigRecord({"messages": list(messages)})})
+
+
+def unpack_messages(content: RecordDict, *, client: int | None, round_id: int | None) -> list[bytes]:
+    """The RecordDict body of a Flower Message -> our messages; MessageError if it holds none."""
+    record = content.config_records.get(RECORD)
+    messages = None if record is None else record.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, bytes) for m in messages):
+        raise MessageError(f"Flower message has no {RECORD!r} record with a list of bytes 'messages'",
+                           client=client, round_id=round_id, field="messages")
+    return messages
+
+
+@dataclass(frozen=True)
+class RoundOpening:
+    """What a client must know to build its machine for a round: protocol, options and public parameters.
+
+    Attributes:
+        protocol: protocol name for ``make_protocol`` ('plaintext' or 'masking').
+        options: keyword arguments of the protocol's constructor (JSON-serializable).
+        spec: the round's public parameters.
+    """
+
+    protocol: str
+    options: Mapping[str, object]
+    spec: RoundSpec
+
+    def to_record(self) -> ConfigRecord:
+        s = self.spec
+        return ConfigRecord({
+            "protocol": self.protocol, "options": json.dumps(dict(self.options), sort_keys=True),
+            "session": f"{s.session:016x}", "round": s.round_id, "clients": list(s.clients),
+            "length": s.length, "bound": float(s.encoding.bound), "frac-bits": s.encoding.frac_bits,
+            "n-clients": s.encoding.n_clients, "clip": s.clip,
+        })
+
+    @classmethod
+    def from_record(cls, record: ConfigRecord, *, client: int) -> RoundOpening:
+        """Parse and validate; MessageError (naming the client and field) on anything malformed."""
+        round_id = record.get("round") if isinstance(record.get("round"), int) else None
+        try:
+            options = json.loads(record["options"])
+            if not isinstance(options, dict):
+                raise ValueError("options must be a JSON object")
+            spec = RoundSpec(int(record["session"], 16), int(record["round"]), tuple(record["clients"]),
+                             int(record["length"]),
+                             FixedPoint(float(record["bound"]), int(record["frac-bits"]), int(record["n-clients"])),
+                             bool(record["clip"]))
+            return cls(str(record["protocol"]), options, spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageError(f"bad round opening: {exc!r}", client=client, round_id=round_id,
+                               field=OPENING_RECORD) from None
+
+
+def check_session_free(protocol: SecureSumProtocol) -> None:
+    """Raise ValueError for protocols whose session needs a ``setup`` (e.g. CKKS key generation).
+
+    Over Flower every party builds its own protocol object, so session-wide secrets made by ``setup``
+    would have to be distributed among the clients first; this transport does not do that yet.
+    """
+    if type(protocol).setup is not SecureSumProtocol.setup:
+        raise ValueError(f"protocol {protocol.NAME!r} needs a session setup (shared keys), which the Flower "
+                         "transport does not distribute; use 'masking' or 'plaintext'")
+
+
+# -- server side ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class WireCosts:
+    """What one round cost on Flower's side, measured in the ServerApp.
+
+    Attributes:
+        bytes_down: client id -> bytes of the Flower Messages sent to it (``flower_bytes``).
+        bytes_up: client id -> bytes of the Flower replies received from it.
+        exchange_seconds: wall seconds of each exchange (send, wait for answers, feed the server machine).
+        unanswered: per exchange, the client ids that did not answer in time or answered with an error.
+        rejected: one line per answer the server did not take (the text names the client).
+    """
+
+    bytes_down: dict[int, int] = field(default_factory=dict)
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    exchange_seconds: list[float] = field(default_factory=list)
+    unanswered: list[tuple[int, ...]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes_down.values()) + sum(self.bytes_up.values())
+
+    def to_dict(self) -> dict:
+        return {"bytes_down": {str(k): v for k, v in sorted(self.bytes_down.items())},
+                "bytes_up": {str(k): v for k, v in sorted(self.bytes_up.items())},
+                "total_bytes": self.total_bytes, "exchange_seconds": list(self.exchange_seconds),
+                "unanswered": [list(u) for u in self.unanswered], "rejected": list(self.rejected)}
+
+
+@dataclass
+class FlowerRound:
+    """Outcome of one secure sum run over Flower.
+
+    Attributes:
+        total: float64 (L,), the sum over ``contributors``.
+        contributors: client ids whose inputs are in ``total``.
+        report: our protocol's costs, counted as by the in-process transport (bytes of our messages,
+            server seconds per phase; client seconds are not observable from the server and stay empty).
+        wire: Flower-side costs.
+        seconds: wall seconds from the round's first send to its result.
+    """
+
+    total: np.ndarray
+    contributors: tuple[int, ...]
+    report: Report
+    wire: WireCosts
+    seconds: float
+
+
+class ServerRound:
+    """The server side of one round over Flower, sans-I/O: batches out, answers in.
+
+    ``next_batches()`` gives client id -> RecordDict to send in the next exchange (empty once done);
+    ``take_answers(answers)`` feeds what came back: client id -> reply RecordDict, or an error text for a
+    Flower Error reply; clients missing from ``answers`` did not answer in time. A client's answer is
+    taken only if every message in it is signed by that client and accepted by the server machine;
+    otherwise it is logged in ``wire.rejected`` and the client counts as not having answered.
+
+    Args:
+        protocol: the session's protocol object; ``options`` its constructor arguments (sent to clients).
+        spec: the round's public parameters.
+        workload: parameters for the clients' input source (ConfigRecord values).
+    """
+
+    def __init__(self, protocol: SecureSumProtocol, options: Mapping[str, object], spec: RoundSpec,
+                 workload: Mapping[str, object] | None = None) -> None:
+        check_session_free(protocol)
+        self.protocol = protocol
+        self.spec = spec
+        self.server = protocol.server(spec)
+        self.report = Report(protocol.NAME, spec.round_id, spec.length, spec.clients)
+        self.wire = WireCosts()
+        self._opening = RoundOpening(protocol.NAME, options, spec).to_record()
+        self._workload = ConfigRecord(dict(workload or {}))
+        self._opened: set[int] = set()
+        self._asked: set[int] = set()
+        self._outbox = self._timed(self.server.start)
+
+    @property
+    def done(self) -> bool:
+        return self.server.done
+
+    def _timed(self, fn, *args) -> list[bytes]:
+        phase = self.server.phase
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.report.server_seconds[phase] += time.perf_counter() - t0
+        return out
+
+    def next_batches(self) -> dict[int, RecordDict]:
+        """What to send now, per client; calls the machine's ``on_timeout`` when nothing is pending.
+
+        Raises what ``on_timeout`` raises (e.g. DropoutError) and SecAggError if the round stalls.
+        """
+        stalls = 0
+        while not self._outbox and not self.server.done:
+            stalls += 1
+            if stalls > len(self.protocol.CLIENT_PHASES) + 4:
+                raise SecAggError(f"round stalled in server phase {self.server.phase!r}",
+                                  round_id=self.spec.round_id)
+            self._outbox = self._timed(self.server.on_timeout)
+        batches: dict[int, list[bytes]] = {}
+        for data in self._outbox:
+            batches.setdefault(peek_header(data).recipient, []).append(data)
+        self._outbox = []
+        out = {}
+        for cid, batch in batches.items():
+            content = pack_messages(batch)
+            if cid not in self._opened:
+                content.config_records[OPENING_RECORD] = self._opening
+                content.config_records[WORKLOAD_RECORD] = self._workload
+                self._opened.add(cid)
+            self.report.bytes_down[cid] += sum(len(d) for d in batch)
+            out[cid] = content
+        self._asked = set(out)
+        return out
+
+    def reject(self, line: str) -> None:
+        """Record (and log) an answer that was not taken."""
+        self.wire.rejected.append(line)
+        log.warning("round %d: %s", self.spec.round_id, line)
+
+    def take_answers(self, answers: Mapping[int, RecordDict | str]) -> None:
+        """Feed the answers of the exchange ``next_batches`` opened, in client id order."""
+        answered = set()
+        for cid in sorted(answers):
+            answer = answers[cid]
+            if cid not in self._asked:
+                self.reject(f"answer from client {cid}, which was not asked in this exchange")
+                continue
+            if isinstance(answer, str):
+                self.reject(f"client {cid}, round {self.spec.round_id}: error reply: {answer}")
+                continue
+            try:
+                for data in unpack_messages(answer, client=cid, round_id=self.spec.round_id):
+                    sender = peek_header(data).sender
+                    if sender != cid:
+                        raise MessageError(f"answer carries a message signed as sender {sender}", client=cid,
+                                           round_id=self.spec.round_id, field="sender")
+                    self.report.bytes_up[cid] += len(data)
+                    self._outbox += self._timed(self.server.receive, data)
+                answered.add(cid)
+            except SecAggError as exc:
+                self.reject(str(exc))
+        self.wire.unanswered.append(tuple(sorted(self._asked - answered)))
+        self._asked = set()
+
+    def outcome(self, seconds: float) -> FlowerRound:
+        """The finished round (call once ``done``)."""
+        if not self.done:
+            raise SecAggError("round not finished", round_id=self.spec.round_id)
+        self.report.dropped = tuple(c for c in self.spec.clients if c not in self.server.contributors)
+        return FlowerRound(self.server.result, self.server.contributors, self.report, self.wire, seconds)
+
+
+def exchange(grid: Grid, messages: list[Message], timeout: float, poll_s: float = 0.1) -> list[Message]:
+    """Push ``messages`` and collect replies until all arrived or ``timeout`` seconds passed.
+
+    Like ``Grid.send_and_receive`` but polls the SuperLink every ``poll_s`` seconds instead of every 3 s.
+    """
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending:
+        got = list(grid.pull_messages(pending))
+        replies += got
+        pending -= {m.metadata.reply_to_message_id for m in got}
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    return replies
+
+
+def run_round(grid: Grid, protocol: SecureSumProtocol, options: Mapping[str, object], spec: RoundSpec,
+              nodes: Mapping[int, int], *, timeout: float, workload: Mapping[str, object] | None = None,
+              poll_s: float = 0.1) -> FlowerRound:
+    """Run one secure sum with the server machine here and client ``c``'s machine on node ``nodes[c]``.
+
+    Args:
+        grid: the ServerApp's Grid.
+        protocol: the session's protocol object (built from ``protocol.NAME`` and ``options``).
+        options: the protocol constructor's keyword arguments, sent to every client.
+        spec: the round's public parameters; every id in ``spec.clients`` must be in ``nodes``.
+        nodes: client id -> Flower node id.
+        timeout: seconds to wait for the answers of each exchange; later answers are ignored.
+        workload: parameters for the clients' input source (ConfigRecord values only).
+        poll_s: seconds between polls of the SuperLink for replies.
+
+    Returns:
+        FlowerRound. Raises what the server machine raises (e.g. DropoutError when too few clients
+        answered), and SecAggError if the round stalls.
+    """
+    missing = [c for c in spec.clients if c not in nodes]
+    if missing:
+        raise ValueError(f"clients {missing} of round {spec.round_id} have no Flower node")
+    client_of = {node: cid for cid, node in nodes.items()}
+    t_round = time.perf_counter()
+    state = ServerRound(protocol, options, spec, workload)
+    wire = state.wire
+    while batches := state.next_batches():
+        t0 = time.perf_counter()
+        group = f"{spec.round_id}.{len(wire.exchange_seconds)}"
+        messages = []
+        for cid, content in batches.items():
+            msg = Message(content, nodes[cid], ROUND_TYPE, group_id=group, ttl=timeout + TTL_SLACK_S)
+            wire.bytes_down[cid] = wire.bytes_down.get(cid, 0) + flower_bytes(msg)
+            messages.append(msg)
+        answers: dict[int, RecordDict | str] = {}
+        for reply in exchange(grid, messages, timeout, poll_s):
+            cid = client_of.get(reply.metadata.src_node_id)
+            if cid is None:
+                state.reject(f"reply from node {reply.metadata.src_node_id}, which is no client of this session")
+                continue
+            wire.bytes_up[cid] = wire.bytes_up.get(cid, 0) + flower_bytes(reply)
+            if reply.has_error():
+                answers[cid] = reply.error.reason or f"error code {reply.error.code}"
+            else:
+                answers[cid] = reply.content
+        state.take_answers(answers)
+        wire.exchange_seconds.append(time.perf_counter() - t0)
+    return state.outcome(time.perf_counter() - t_round)
+
+
+# -- client side ---------------------------------------------------------------------------------------
+
+
+def hello_content(cid: int) -> RecordDict:
+    """This node's answer to ``query.secure_fal_hello``: its client id."""
+    return RecordDict({RECORD: ConfigRecord({"client-id": cid})})
+
+
+def client_id_from_hello(content: RecordDict, node: int) -> int:
+    """The client id in node ``node``'s hello answer; MessageError naming the node if absent."""
+    record = content.config_records.get(RECORD)
+    cid = None if record is None else record.get("client-id")
+    if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < 2**31:
+        raise MessageError(f"node {node} sent no valid client id ({cid!r})", field="client-id")
+    return cid
+
+
+@dataclass(frozen=True)
+class NodePolicy:
+    """What a node accepts when a server opens a round (its node config).
+
+    Attributes:
+        protocols: protocol names this node takes part in; a server cannot switch it to another (e.g.
+            plaintext where the node insists on masking).
+        min_clients: fewest clients a round may have: a sum over fewer reveals too much of one input
+            (over 1 client, all of it).
+    """
+
+    protocols: frozenset[str]
+    min_clients: int = 2
+
+
+def client_step(content: RecordDict, state: RecordDict, cid: int, inputs: InputSource,
+                policy: NodePolicy) -> RecordDict:
+    """Feed one batch from the server to this client's machine; return the answer's content.
+
+    ``state`` is the node's ``Context.state``. The machine is built on the round's opening (after
+    checking it against the node's ``policy``), kept in ``state`` between batches (``machine_state``),
+    and removed once done. Raises SecAggError (naming client, round and field) on a refused or malformed
+    batch; the stored machine is then left as it was before this batch.
+    """
+    opening_record = content.config_records.get(OPENING_RECORD)
+    if opening_record is not None:
+        opening = RoundOpening.from_record(opening_record, client=cid)
+        round_id = opening.spec.round_id
+        if opening.protocol not in policy.protocols:
+            raise MessageError(f"protocol {opening.protocol!r} refused; this node allows "
+                               f"{sorted(policy.protocols)}", client=cid, round_id=round_id, field="protocol")
+        if len(opening.spec.clients) < policy.min_clients:
+            raise MessageError(f"round of {len(opening.spec.clients)} clients refused; this node needs at least "
+                               f"{policy.min_clients}", client=cid, round_id=round_id, field="clients")
+        protocol = make_protocol(opening.protocol, **opening.options)
+        check_session_free(protocol)
+        workload = dict(content.config_records.get(WORKLOAD_RECORD, ConfigRecord()))
+        machine = protocol.client(cid, opening.spec, inputs(opening.spec, cid, workload))
+    else:
+        stored = state.config_records.get(STATE_RECORD)
+        if stored is None:
+            raise MessageError("batch of a round this client has no machine for (opening missed?)", client=cid,
+                               field=RECORD)
+        machine = machine_state.thaw(stored["machine"])
+        round_id = machine.spec.round_id
+    out: list[bytes] = []
+    for data in unpack_messages(content, client=cid, round_id=round_id):
+        out += machine.receive(data)
+    if any(peek_header(d).recipient != SERVER for d in out):
+        raise MessageError("client machine addressed a message to another client", client=cid, round_id=round_id)
+    if machine.phase == "done":
+        state.config_records.pop(STATE_RECORD, None)
+    else:
+        state.config_records[STATE_RECORD] = ConfigRecord({"machine": machine_state.freeze(machine)})
+    return pack_messages(out)

@@ -1,0 +1,129 @@
+"""Our secure sums running in Flower's engines, checked against the in-process ``Aggregator``.
+
+- Deployment engine: a SuperLink and 3 SuperNodes on 127.0.0.1 (free ports), the masking protocol, one
+  node SIGKILLed mid-round (right after it received the message of the masked-input phase): the result
+  must equal, bit for bit, the in-process run with ``Faults(drop={node: "masked_input"})``. About a
+  minute: Flower starts a fresh ClientApp process per message and SuperNodes poll every 3 s, and the
+  exchange with the dead node waits its full timeout.
+- Simulation engine (needs Ray, ``flwr[simulation]``): two rounds, in a child process.
+- Flower's own SecAgg+ anchor (slow).
+
+Every process is started in its own process group and killed (with all descendants) in ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+pytest.importorskip("secure_fal.secagg.masking")
+
+from secure_fal.flower.app_bundle import write_app_dir  # noqa: E402
+from secure_fal.flower.loopback import HOST, LoopbackFederation  # noqa: E402
+from secure_fal.flower.server_app import SessionSettings  # noqa: E402
+from secure_fal.flower.synthetic import synthetic_input  # noqa: E402
+from secure_fal.secagg import Aggregator, Faults  # noqa: E402
+from secure_fal.secagg.masking import MaskingProtocol  # noqa: E402
+
+CLIENTS = (0, 1, 2)
+EXCHANGE_TIMEOUT = 20.0   # s an exchange waits for answers; an honest node needs ~4-9 s on 2 cores
+RUN_LIMIT = 240.0         # s for the whole flwr run
+
+
+def in_process(settings: SessionSettings, drop: dict[int, dict[int, str]]):
+    """The same session in-process: (results per round, seconds spent in Aggregator.sum)."""
+    agg = Aggregator(settings.protocol, CLIENTS, frac_bits=settings.frac_bits, seed=settings.seed, **settings.options)
+    t0 = time.perf_counter()
+    results = [agg.sum({c: synthetic_input(settings.seed, c, r, settings.length, settings.bound) for c in CLIENTS},
+                       bound=settings.bound, faults=Faults(drop=drop.get(r, {})))
+               for r in range(1, settings.rounds + 1)]
+    return results, time.perf_counter() - t0
+
+
+def test_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
+    killed, phase = 1, "masked_input"
+    exchange = MaskingProtocol.CLIENT_PHASES.index(phase)  # exchange i makes clients send in phase i
+    result_file = tmp_path / "result.json"
+    settings = SessionSettings(protocol="masking", options={"threshold": 2}, rounds=1, length=200, seed=11,
+                               timeout=EXCHANGE_TIMEOUT, min_nodes=len(CLIENTS), result_file=str(result_file))
+    app = write_app_dir(tmp_path / "app", SessionSettings().to_run_config())
+    nodes = [{"client-id": c, "protocols": "masking"} for c in CLIENTS]
+    t0 = time.perf_counter()
+    with LoopbackFederation(tmp_path / "federation", nodes) as fed:
+        run = fed.submit(app, settings.to_run_config())
+        assert fed.wait_for_log(f"supernode-{killed}", f", ROUND 1.{exchange}]", timeout=RUN_LIMIT / 2), \
+            f"node {killed} never received exchange {exchange}; logs in {fed.workdir}"
+        listening = fed.listening_addresses()
+        fed.kill_node(killed)
+        try:
+            run.wait(timeout=RUN_LIMIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"flwr run still going after {RUN_LIMIT} s; logs in {fed.workdir}")
+    loopback_seconds = time.perf_counter() - t0
+    assert listening and all(addr == HOST for addr, _ in listening), listening
+
+    record = json.loads(result_file.read_text())
+    assert "error" not in record, record["error"]
+    (got,) = record["rounds"]
+    (want,), in_process_seconds = in_process(settings, {1: {killed: phase}})
+    assert got["contributors"] == [0, 2] == list(want.contributors)
+    assert np.array_equal(np.array(got["total"]), want.total)  # bit for bit
+    assert got["report"]["total_bytes"] == want.report.total_bytes  # the same protocol messages crossed
+    assert got["wire"]["unanswered"][exchange] == [killed]
+    print(f"\nloopback deployment: {loopback_seconds:.1f} s wall (start-up to exit), round {got['seconds']:.1f} s "
+          f"(exchanges {[round(s, 1) for s in got['wire']['exchange_seconds']]}), Flower bytes "
+          f"{got['wire']['total_bytes']} vs protocol bytes {got['report']['total_bytes']}; "
+          f"in-process: {in_process_seconds:.3f} s")
+
+
+SIMULATE = """
+import json, sys
+from secure_fal.flower.server_app import SessionSettings
+from secure_fal.flower.simulation import simulate_session
+settings = SessionSettings(**json.loads(sys.argv[1]))
+print("RECORD " + json.dumps(simulate_session(settings, int(sys.argv[2]))))
+"""
+
+
+def test_simulation_engine_two_rounds_equal_in_process():
+    pytest.importorskip("ray")
+    settings = SessionSettings(protocol="masking", options={"neighbours": 2}, rounds=2, length=300, seed=5,
+                               timeout=60.0, min_nodes=len(CLIENTS))
+    out = subprocess.run([sys.executable, "-c", SIMULATE, json.dumps(asdict(settings)), str(len(CLIENTS))],
+                         capture_output=True, text=True, timeout=RUN_LIMIT)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RECORD ")]
+    assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]
+    record = json.loads(lines[-1][len("RECORD "):])
+    assert "error" not in record, record["error"]
+    wants, _ = in_process(settings, {})
+    for got, want in zip(record["rounds"], wants, strict=True):
+        assert got["contributors"] == list(want.contributors) == list(CLIENTS)
+        assert np.array_equal(np.array(got["total"]), want.total)
+
+
+ANCHOR = """
+import json
+from secure_fal.flower.secaggplus_anchor import time_secaggplus
+r = time_secaggplus(100, 4, 0.25)
+print("ANCHOR " + json.dumps({**r.__dict__, "total_bytes": r.total_bytes}))
+"""
+
+
+@pytest.mark.slow
+def test_secaggplus_anchor_aggregates_and_measures():
+    pytest.importorskip("ray")
+    out = subprocess.run([sys.executable, "-c", ANCHOR], capture_output=True, text=True, timeout=RUN_LIMIT)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("ANCHOR ")]
+    assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(lines[-1][len("ANCHOR "):])
+    assert result["dropped"] == [0]
+    assert result["max_abs_error"] < 2 * 1.0 / 2**21  # Flower quantizes [-1, 1] to 2^22 levels
+    assert 0 < result["seconds"] < result["wall_seconds"]
+    assert result["bytes_up"] > 3 * 100 * 4  # three survivors' masked vectors at least

@@ -1,0 +1,253 @@
+"""Command line: ``secure-fal COMMAND [options]``.
+
+Each subcommand is registered by a function ``add_<name>(subparsers)`` listed in ``COMMANDS``; it adds its
+parser and sets ``func`` to a handler ``(args) -> exit code``. A new subcommand (``run``, ``bench``) adds
+its register function to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from . import __version__
+
+PROTOCOL_NAMES = ("plaintext", "ckks", "masking")
+
+
+def _hidden_widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return widths
+
+
+# -- demo -------------------------------------------------------------------------------------------------
+
+def add_demo(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo", help="FedAvg on the bundled digits with secure aggregation (about a minute on 2 CPU cores)",
+        description="Federated averaging on scikit-learn's 8x8 digits: 10 clients with Dirichlet(0.5) class "
+                    "mixes, an MLP, every model update aggregated through the chosen secure-sum protocol.")
+    p.add_argument("--protocol", choices=PROTOCOL_NAMES, default="plaintext",
+                   help="secure aggregation protocol (default: plaintext)")
+    p.add_argument("--clients", type=int, default=10, help="number of clients K (default: 10)")
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the split (default: 0.5)")
+    p.add_argument("--rounds", type=int, default=20, help="federation rounds (default: 20)")
+    p.add_argument("--local-epochs", type=int, default=3, help="local epochs per round (default: 3)")
+    p.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate (default: 0.05)")
+    p.add_argument("--hidden", type=_hidden_widths, default=(128, 64),
+                   help="MLP hidden widths, comma-separated (default: 128,64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of split, model and shuffling (default: 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="print only the result table")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .data import dirichlet_split, load_dataset
+    from .device import get_device, seed_everything
+    from .federated import FedAvgConfig, SGDConfig, train_federated
+    from .models import build_model
+    from .secagg import Aggregator
+
+    started = time.perf_counter()
+    device = get_device(args.device)
+    data = load_dataset("digits")
+    parts = dirichlet_split(data.y_train, args.clients, args.alpha, seed=args.seed)
+    clients = [(data.x_train[idx], data.y_train[idx]) for idx in parts]
+    seed_everything(args.seed)
+    model = build_model("mlp", data.in_channels, data.image_size, data.num_classes, hidden=args.hidden)
+    aggregator = Aggregator(args.protocol, range(args.clients), seed=args.seed)
+    config = FedAvgConfig(rounds=args.rounds, local_epochs=args.local_epochs, sgd=SGDConfig(lr=args.lr))
+
+    if not args.quiet:
+        print(f"FedAvg on digits ({len(data.y_train)} train / {len(data.y_test)} test), {args.clients} clients, "
+              f"Dirichlet alpha={args.alpha}, MLP{tuple(args.hidden)}, protocol {aggregator.name}, device {device}")
+
+    def show(record) -> None:
+        print(f"round {record.round:3d}  test acc {record.test_accuracy:.4f}  loss {record.test_loss:.4f}  "
+              f"clients {len(record.contributors)}/{len(record.participants)}  "
+              f"secure-agg {record.aggregation_bytes / 2**20:.2f} MiB {record.aggregation_seconds:.3f} s")
+
+    result = train_federated(model, clients, aggregator, config, test=(data.x_test, data.y_test), device=device,
+                             seed=args.seed, progress=None if args.quiet else show)
+    wall = time.perf_counter() - started
+    totals = aggregator.totals
+    rows = [
+        ("protocol", aggregator.name),
+        ("clients", str(args.clients)),
+        ("rounds", str(len(result.history))),
+        ("final test accuracy", f"{result.final_accuracy:.4f}"),
+        ("wall time", f"{wall:.1f} s"),
+        ("secure-agg bytes", f"{totals.total_bytes} ({totals.total_bytes / 2**20:.1f} MiB)"),
+        ("secure-agg seconds", f"{totals.server_seconds + totals.client_seconds:.2f} s "
+                               f"(server {totals.server_seconds:.2f}, clients {totals.client_seconds:.2f})"),
+    ]
+    print(format_table(rows))
+    return 0
+
+
+def format_table(rows: Sequence[tuple[str, str]]) -> str:
+    """Two-column text table with a rule above and below."""
+    width = max(len(k) for k, _ in rows)
+    rule = "-" * (width + 2 + max(len(v) for _, v in rows))
+    return "\n".join([rule, *(f"{k:<{width}}  {v}" for k, v in rows), rule])
+
+
+# -- run --------------------------------------------------------------------------------------------------
+
+# Command-line flags that override a key of the TOML config (flag dest -> dotted config key).
+RUN_OVERRIDES = {
+    "protocol": "secure.protocol", "strategy": "active.strategy", "sampler": "active.sampler", "seed": "seed",
+    "device": "device", "cycles": "active.cycles", "rounds": "training.rounds",
+    "local_epochs": "training.local_epochs", "clients": "data.clients", "budget": "active.budget",
+}
+
+
+def add_run(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="run a federated active-learning experiment from a TOML config",
+        description="Run (or resume) the active-learning cycles of a config: per cycle a fresh model is trained "
+                    "by the strategy, evaluated, and (but the last cycle) clients select samples to label. Writes "
+                    "results.json, learning_curve.png and checkpoint.json (after every cycle) into --out.")
+    p.add_argument("config", help="TOML config (see secure_fal/experiment/config.py and examples/configs/)")
+    p.add_argument("--out", help="output directory (default: runs/<config file name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the output directory's checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (off anyway when not on a terminal)")
+    p.add_argument("--protocol", choices=PROTOCOL_NAMES, help="secure aggregation protocol")
+    p.add_argument("--strategy", help="s-al | f-al | fal-local | fal-global | fairfal | centralized | client-alone")
+    p.add_argument("--sampler", help="client-local sampler (e.g. margin, badge, iwkmeans, fairfal)")
+    p.add_argument("--seed", type=int, help="experiment seed")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--cycles", type=int, help="active-learning cycles")
+    p.add_argument("--rounds", type=int, help="FedAvg rounds per cycle")
+    p.add_argument("--local-epochs", type=int, help="local epochs per FedAvg round")
+    p.add_argument("--clients", type=int, help="number of clients")
+    p.add_argument("--budget", type=int, help="samples labeled per cycle (replaces query_fraction)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set data.alpha=100 --set active.quota=false (repeatable)")
+    p.set_defaults(func=run_run)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .experiment import ConfigError, ResumeError, load_config, parse_override, results_table, run_experiment
+    from .experiment.runner import CURVE_FILE, RESULTS_FILE
+
+    try:
+        overrides = dict(parse_override(text) for text in args.set)
+        overrides.update({key: getattr(args, dest) for dest, key in RUN_OVERRIDES.items()
+                          if getattr(args, dest) is not None})
+        config = load_config(args.config, overrides)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        results = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
+    except (ConfigError, ResumeError, FileNotFoundError) as exc:
+        print(f"secure-fal run: error: {exc}", file=sys.stderr)
+        return 1
+    print(results_table(results))
+    print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}")
+    return 0
+
+
+# -- bench ------------------------------------------------------------------------------------------------
+
+def add_bench(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench", help="privacy-overhead benchmark: secure aggregation side by side with plaintext",
+        description="Time and bytes of every protocol over workloads x clients x dropout rates (medians over "
+                    "rounds), errors against the exact sum, Flower SecAgg+ anchor; or, with --end-to-end, a "
+                    "whole FAL experiment per protocol. Writes results.csv, results.json and PNG plots into "
+                    "--out. Presets and results: docs/benchmarks.md.")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smoke-test sizes (under a minute on 2 cores)")
+    size.add_argument("--full", action="store_true", help="the whole grid of the issue (hours on 2 cores)")
+    p.add_argument("--protocols", nargs="+", metavar="SPEC",
+                   help="protocol specs, e.g. plaintext ckks masking masking:neighbours=10 (default: preset)")
+    p.add_argument("--workloads", nargs="+", metavar="NAME",
+                   help="cnn vector-1m kmeans-k{10,100}-d{64,640} gamma, or the quick ones (default: preset)")
+    p.add_argument("--clients", nargs="+", type=int, metavar="N", help="client counts (default: 10 50 100)")
+    p.add_argument("--dropouts", nargs="+", type=float, metavar="RATE", help="dropout fractions (default: 0 0.3)")
+    p.add_argument("--repeats", type=int, help="rounds per cell, medians reported (default: 3)")
+    p.add_argument("--max-values", type=float, help="skip cells with clients x length above this (default: 1.5e7)")
+    p.add_argument("--anchor-points", nargs="+", metavar="L,N,DROPOUT",
+                   help="Flower SecAgg+ anchor points, or 'none' (default: 100000,10,0 100000,10,0.3 1000000,10,0)")
+    p.add_argument("--seed", type=int, help="seed of inputs, dropout plans and sessions (default: 0)")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="run the end-to-end FAL experiments (digits; FMNIST long tail if installed) instead")
+    p.add_argument("--e2e-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every end-to-end run, e.g. training.rounds=2 (repeatable)")
+    p.add_argument("--e2e-repeats", type=int, help="end-to-end runs per protocol, interleaved (default: 2)")
+    p.add_argument("--e2e-threads", type=int, help="torch threads during the end-to-end runs (default: 1)")
+    p.add_argument("--out", help="output directory (default: runs/bench-<timestamp>)")
+    p.set_defaults(func=run_bench_command)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench.run import default_out_dir, parse_anchor_points, run_bench, settings_from
+    from .experiment import ConfigError, parse_override
+
+    preset = "quick" if args.quick else "full" if args.full else "default"
+    try:
+        settings = settings_from(preset, {
+            "protocols": tuple(args.protocols) if args.protocols else None,
+            "workloads": tuple(args.workloads) if args.workloads else None,
+            "clients": tuple(args.clients) if args.clients else None,
+            "dropouts": tuple(args.dropouts) if args.dropouts else None,
+            "repeats": args.repeats, "max_values": args.max_values, "seed": args.seed,
+            "anchor_points": parse_anchor_points(args.anchor_points) if args.anchor_points else None,
+            "end_to_end": args.end_to_end or None,
+            "e2e_overrides": dict(parse_override(t) for t in args.e2e_set) or None,
+            "e2e_repeats": args.e2e_repeats, "e2e_threads": args.e2e_threads,
+        })
+        out = Path(args.out) if args.out else default_out_dir()
+        _, files = run_bench(settings, out, command=" ".join(["secure-fal", *sys.argv[1:]]))
+    except (ValueError, ConfigError) as exc:
+        print(f"secure-fal bench: error: {exc}", file=sys.stderr)
+        return 1
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_bench]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secure-fal", description="Privacy-preserving federated active learning with secure aggregation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: sys.argv[1:]), run the subcommand, return its exit code.
+
+    Errors a user can fix (a missing dataset, an input beyond the public bound) print one line on stderr
+    and return 1.
+    """
+    from .data import DatasetNotFoundError
+    from .secagg import SecAggError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetNotFoundError, SecAggError) as exc:
+        print(f"secure-fal {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Experiment configuration: a TOML file (read with tomllib) plus command-line overrides, checked strictly.
+
+Layout (every key optional; defaults are the FairFAL/LoGo reference settings of SPEC.md unless noted)::
+
+    name = "fairfal-digits"     # used in titles only
+    seed = 0                    # every random draw of the run derives from it
+    device = "auto"             # auto | cpu | cuda | cuda:N
+
+    [data]
+    dataset = "digits"          # digits | fmnist | mnist | cifar10 | cifar100
+    root = "..."                # folder holding the dataset files (default: see secure_fal.data)
+    download = false            # allow torchvision to download a missing dataset
+    rho = 20                    # global long-tail imbalance applied before splitting (omit: none)
+    split = "dirichlet"         # homogeneous | dirichlet | kmeans
+    alpha = 0.1                 # Dirichlet concentration (split = "dirichlet")
+    clients = 10
+    corrupted_client = 3        # this client's images get strong shot noise (omit: none)
+    photons = 3.0               # shot-noise strength (fewer photons: stronger noise)
+
+    [training]
+    model = "cnn"               # cnn | mlp | resnet18
+    model_options = {}          # e.g. {hidden = [128, 64]} for the MLP
+    rounds = 100                # FedAvg rounds per cycle
+    local_epochs = 5
+    lr = 0.01
+    momentum = 0.9
+    weight_decay = 1e-5
+    batch_size = 64
+    lr_decay_at = 0.75          # lr x lr_decay after this fraction of rounds (or of alone_epochs)
+    lr_decay = 0.1
+    update_bound = 16.0         # public bound on |FedAvg update| per weight
+    alone_epochs = 50           # epochs of non-federated training (s-al, client-alone, centralized,
+                                # FairFAL's local model); omit: rounds * local_epochs
+    finetune_epochs = 5         # fal-local's local fine-tuning
+
+    [active]
+    strategy = "f-al"           # s-al | f-al | fal-local | fal-global | fairfal | centralized | client-alone
+    sampler = "margin"          # omit: the strategy's default (fairfal: "fairfal", others: "margin")
+    sampler_options = {}        # e.g. {kappa = 4} for fairfal, {beta = 10} for iwkmeans
+    cycles = 9                  # train+evaluate steps; a selection follows every one but the last
+    initial_fraction = 0.05     # random initial labeled share of each client's pool
+    query_fraction = 0.05       # global budget per cycle as a share of the train set ...
+    budget = 600                # ... or as a number of samples (setting it replaces query_fraction)
+    quota = true                # fal-global: each client labels exactly its share
+    beta = 10                   # fal-global: candidates per client = beta * its budget
+    threshold = 0.75            # fairfal: global query model when s_k > threshold
+
+    [secure]
+    protocol = "plaintext"      # plaintext | ckks | masking
+    frac_bits = 24              # fixed-point precision of every secure sum
+    options = {}                # protocol constructor arguments
+
+Overrides are dotted keys ("training.rounds", "secure.options.threshold") with Python values; an unknown
+key, a wrong type or an out-of-range value raises ``ConfigError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("homogeneous", "dirichlet", "kmeans")
+PROTOCOLS = ("plaintext", "ckks", "masking")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key (``section.key``) and what is expected."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset, long tail, client split and corruption (see the module docstring for each key)."""
+
+    dataset: str = "digits"
+    root: str | None = None
+    download: bool = False
+    rho: float | None = None
+    split: str = "homogeneous"
+    alpha: float = 0.1
+    clients: int = 10
+    corrupted_client: int | None = None
+    photons: float = 3.0
+
+    def check(self) -> None:
+        from ..data import LOADERS
+
+        _choice("data.dataset", self.dataset, tuple(LOADERS))
+        _choice("data.split", self.split, SPLITS)
+        _require("data.clients", self.clients, self.clients >= 1, ">= 1")
+        _require("data.alpha", self.alpha, self.alpha > 0, "> 0")
+        _require("data.photons", self.photons, self.photons > 0, "> 0")
+        if self.rho is not None:
+            _require("data.rho", self.rho, self.rho >= 1, ">= 1 (or omitted: no long tail)")
+        if self.corrupted_client is not None:
+            _require("data.corrupted_client", self.corrupted_client, 0 <= self.corrupted_client < self.clients,
+                     f"a client id in [0, {self.clients})")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Model, FedAvg schedule, local optimiser and the non-federated training lengths."""
+
+    model: str = "cnn"
+    model_options: dict = field(default_factory=dict)
+    rounds: int = 100
+    local_epochs: int = 5
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    batch_size: int = 64
+    lr_decay_at: float = 0.75
+    lr_decay: float = 0.1
+    update_bound: float = 16.0
+    alone_epochs: int | None = None
+    finetune_epochs: int = 5
+
+    def check(self) -> None:
+        from ..models import MODEL_NAMES
+
+        _choice("training.model", self.model, MODEL_NAMES)
+        _require("training.rounds", self.rounds, self.rounds >= 1, ">= 1")
+        _require("training.local_epochs", self.local_epochs, self.local_epochs >= 1, ">= 1")
+        _require("training.lr", self.lr, self.lr > 0, "> 0")
+        _require("training.momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)")
+        _require("training.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
+        _require("training.batch_size", self.batch_size, self.batch_size >= 2, ">= 2")
+        _require("training.lr_decay_at", self.lr_decay_at, 0 <= self.lr_decay_at <= 1, "in [0, 1]")
+        _require("training.lr_decay", self.lr_decay, 0 < self.lr_decay <= 1, "in (0, 1]")
+        _require("training.update_bound", self.update_bound, self.update_bound > 0, "> 0")
+        if self.alone_epochs is not None:
+            _require("training.alone_epochs", self.alone_epochs, self.alone_epochs >= 1, ">= 1")
+        _require("training.finetune_epochs", self.finetune_epochs, self.finetune_epochs >= 0, ">= 0")
+
+    @property
+    def effective_alone_epochs(self) -> int:
+        """``alone_epochs``, or rounds * local_epochs when omitted (as many passes as FedAvg makes)."""
+        return self.alone_epochs if self.alone_epochs is not None else self.rounds * self.local_epochs
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    """Strategy, sampler and the active-learning schedule."""
+
+    strategy: str = "f-al"
+    sampler: str | None = None
+    sampler_options: dict = field(default_factory=dict)
+    cycles: int = 9
+    initial_fraction: float = 0.05
+    query_fraction: float | None = 0.05
+    budget: int | None = None
+    quota: bool = True
+    beta: int = 10
+    threshold: float = 0.75
+
+    def check(self) -> None:
+        from ..sampling import SAMPLERS
+        from ..strategies import STRATEGIES
+
+        _choice("active.strategy", self.strategy, tuple(STRATEGIES))
+        if self.sampler is not None:
+            _choice("active.sampler", self.sampler, SAMPLERS)
+        accepted = STRATEGIES[self.strategy].samplers
+        if accepted is not None and self.sampler_name not in accepted:
+            raise ConfigError(f"active.sampler: strategy {self.strategy!r} works with {sorted(accepted)}, "
+                              f"got {self.sampler_name!r}")
+        _require("active.cycles", self.cycles, self.cycles >= 1, ">= 1")
+        _require("active.initial_fraction", self.initial_fraction, 0 < self.initial_fraction < 1, "in (0, 1)")
+        if (self.query_fraction is None) == (self.budget is None):
+            raise ConfigError("active: give exactly one of query_fraction (share of the train set per cycle) and "
+                              f"budget (samples per cycle); got query_fraction={self.query_fraction!r}, "
+                              f"budget={self.budget!r}")
+        if self.query_fraction is not None:
+            _require("active.query_fraction", self.query_fraction, 0 < self.query_fraction <= 1, "in (0, 1]")
+        if self.budget is not None:
+            _require("active.budget", self.budget, self.budget >= 1, ">= 1")
+        _require("active.beta", self.beta, self.beta >= 1, ">= 1")
+        _require("active.threshold", self.threshold, 0 <= self.threshold <= 1, "in [0, 1]")
+
+    @property
+    def sampler_name(self) -> str:
+        """The sampler that runs: ``sampler``, or the strategy's default when omitted."""
+        from ..strategies import STRATEGIES
+
+        return self.sampler if self.sampler is not None else STRATEGIES[self.strategy].default_sampler
+
+
+@dataclass(frozen=True)
+class SecureConfig:
+    """Which secure-aggregation protocol carries every cross-client statistic, and its parameters."""
+
+    protocol: str = "plaintext"
+    frac_bits: int = 24
+    options: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        _choice("secure.protocol", self.protocol, PROTOCOLS)
+        _require("secure.frac_bits", self.frac_bits, 1 <= self.frac_bits <= 52, "in [1, 52]")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment; ``to_dict`` is what results and checkpoints record (and what resume compares)."""
+
+    name: str = "experiment"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    active: ActiveConfig = field(default_factory=ActiveConfig)
+    secure: SecureConfig = field(default_factory=SecureConfig)
+
+    def __post_init__(self) -> None:
+        _require("seed", self.seed, self.seed >= 0, ">= 0")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for section in (self.data, self.training, self.active, self.secure):
+            section.check()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def strategy_options(self) -> dict[str, Any]:
+        """Constructor options of the chosen strategy class."""
+        return {
+            "fal-local": {"finetune_epochs": self.training.finetune_epochs},
+            "fal-global": {"quota": self.active.quota, "beta": self.active.beta},
+            "fairfal": {"threshold": self.active.threshold},
+        }.get(self.active.strategy, {})
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ExperimentConfig:
+        """Build and check a config from nested mappings (a parsed TOML document)."""
+        return _build(cls, raw, "")
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Read a TOML config (None: all defaults) and apply dotted-key ``overrides``.
+
+    Setting ``active.budget`` (in the file's [active] table or as an override) without ``active.query_fraction``
+    clears the default query_fraction, and vice versa.
+
+    Raises:
+        ConfigError: unreadable TOML, unknown key, wrong type or invalid value (the message names the key).
+        FileNotFoundError: the file does not exist.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _exclusive_budget(raw.get("active"), None)
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+        _exclusive_budget(raw.get("active"), key)
+    return ExperimentConfig.from_dict(raw)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` from the command line: VALUE is read as a TOML value (``2``, ``0.5``, ``true``,
+    ``"cnn"``, ``[64, 64]``, ``{kappa = 2}``); ``none`` means unset (None); anything else is a string."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.rounds=2")
+    value = value.strip()
+    if value.lower() == "none":
+        return key, None
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two ``to_dict`` outputs, as 'key: old -> new'."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+# -- checking helpers -------------------------------------------------------------------------------------
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: unknown value {value!r}; choose one of {', '.join(choices)}")
+
+
+def _require(key: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _exclusive_budget(active: Any, overridden: str | None) -> None:
+    """A budget given without a query_fraction replaces the default fraction (and vice versa for overrides)."""
+    if not isinstance(active, dict):
+        return
+    if overridden is None:
+        if "budget" in active and "query_fraction" not in active:
+            active["query_fraction"] = None
+    elif overridden == "active.budget" and active.get("budget") is not None:
+        active["query_fraction"] = None
+    elif overridden == "active.query_fraction" and active.get("query_fraction") is not None:
+        active["budget"] = None
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {'.'.join(parts[:i + 1])} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str):
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key; valid keys in {where}: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, kind)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check ``value`` against the annotation ``kind`` (int, float, bool, str, dict, or X | None)."""
+    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{key}: a value is required (it cannot be none)")
+    base = next(t for t in options if t is not type(None))
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base is str:
+        ok = isinstance(value, str)
+    elif base is dict:
+        ok = isinstance(value, Mapping)
+        value = dict(value) if ok else value
+    else:
+        raise TypeError(f"{key}: unsupported annotation {kind!r}")
+    if not ok:
+        raise ConfigError(f"{key}: expected {base.__name__}, got {type(value).__name__} {value!r}")
+    return value

@@ -1,0 +1,129 @@
+"""From a config to the objects a run needs: the clients' data, the trainer, the strategy, the budgets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..data import dirichlet_split, homogeneous_split, kmeans_split, load_dataset, long_tail_indices, shot_noise
+from ..device import get_device
+from ..federated import FedAvgConfig, SGDConfig
+from ..models import build_model
+from ..sampling import get_sampler
+from ..secagg import Aggregator
+from ..strategies import ClientPools, Strategy, Trainer, derive_seed, get_strategy
+from .config import ConfigError, ExperimentConfig
+
+
+def _data_seed(config: ExperimentConfig, purpose: str) -> int:
+    """A seed for the data functions (NumPy / scikit-learn accept at most 32 bits)."""
+    return derive_seed(config.seed, purpose) % 2**32
+
+
+def build_pools(config: ExperimentConfig) -> ClientPools:
+    """Load the dataset, apply the long tail, split among clients, corrupt the chosen client.
+
+    Order (SPEC): long-tail subsampling of the train set first (test set untouched), then the split, then shot
+    noise on every sample of ``data.corrupted_client``.
+    """
+    cfg = config.data
+    data = load_dataset(cfg.dataset, root=cfg.root, download=cfg.download)
+    x, y = data.x_train, data.y_train
+    if cfg.rho is not None:
+        keep = torch.as_tensor(long_tail_indices(y, cfg.rho, seed=_data_seed(config, "long-tail"),
+                                                 num_classes=data.num_classes))
+        x, y = x[keep], y[keep]
+    if cfg.clients > len(y):
+        raise ConfigError(f"data.clients: {cfg.clients} clients for {len(y)} train samples")
+    seed = _data_seed(config, "split")
+    if cfg.split == "homogeneous":
+        parts = homogeneous_split(y, cfg.clients, seed)
+    elif cfg.split == "dirichlet":
+        parts = dirichlet_split(y, cfg.clients, cfg.alpha, seed)
+    else:
+        parts = kmeans_split(x, y, cfg.clients, seed)
+    if cfg.corrupted_client is not None:
+        x = shot_noise(x, parts[cfg.corrupted_client], data.mean, data.std, photons=cfg.photons,
+                       seed=_data_seed(config, "shot-noise"))
+    return ClientPools(x, y, tuple(parts), data.x_test, data.y_test, data.num_classes)
+
+
+def build_trainer(config: ExperimentConfig, pools: ClientPools) -> Trainer:
+    """Model factory and training schedules from ``config.training`` and ``config.device``."""
+    t = config.training
+    in_channels, image_size = int(pools.x.shape[1]), int(pools.x.shape[2])
+    options = dict(t.model_options)
+    if "hidden" in options:
+        options["hidden"] = tuple(options["hidden"])
+
+    def make_model() -> torch.nn.Module:
+        return build_model(t.model, in_channels, image_size, pools.num_classes, **options)
+
+    try:
+        make_model()
+    except TypeError as exc:
+        raise ConfigError(f"training.model_options: {exc}") from None
+    fedavg = FedAvgConfig(rounds=t.rounds, local_epochs=t.local_epochs,
+                          sgd=SGDConfig(t.lr, t.momentum, t.weight_decay, t.batch_size),
+                          lr_decay_at=t.lr_decay_at, lr_decay=t.lr_decay, update_bound=t.update_bound)
+    return Trainer(make_model, fedavg, t.effective_alone_epochs, get_device(config.device))
+
+
+def build_strategy(config: ExperimentConfig, pools: ClientPools, trainer: Trainer) -> Strategy:
+    """The configured strategy with its sampler and options."""
+    cls = get_strategy(config.active.strategy)
+    try:
+        sampler = get_sampler(config.active.sampler_name, **config.active.sampler_options)
+    except TypeError as exc:
+        raise ConfigError(f"active.sampler_options: {exc}") from None
+    return cls(pools, trainer, sampler, **config.strategy_options())
+
+
+def build_aggregator(config: ExperimentConfig, n_clients: int, cycle: int) -> Aggregator:
+    """The secure-aggregation session of one cycle (a new session per cycle, seeded by (seed, cycle))."""
+    try:
+        return Aggregator(config.secure.protocol, range(n_clients), frac_bits=config.secure.frac_bits,
+                          seed=derive_seed(config.seed, "secagg", cycle), **config.secure.options)
+    except TypeError as exc:
+        raise ConfigError(f"secure.options: {exc}") from None
+
+
+def cycle_budget(config: ExperimentConfig, n_train: int) -> int:
+    """Global number of samples labeled per cycle: ``active.budget``, or round(query_fraction * N)."""
+    a = config.active
+    budget = a.budget if a.budget is not None else int(round(a.query_fraction * n_train))
+    if budget < 1:
+        raise ConfigError(f"active.query_fraction: {a.query_fraction} of {n_train} train samples is a budget of 0")
+    return budget
+
+
+def initial_labeled(pools: ClientPools, fraction: float, seed: int) -> list[np.ndarray]:
+    """Random initial labeled set per client: max(2, round(fraction * n_k)) of its pool (at most n_k).
+
+    At least two samples, so that BatchNorm can train on the client's first batch. Client k's draw uses a
+    generator seeded by (seed, "initial", k).
+    """
+    out = []
+    for k, pool in enumerate(pools.pools):
+        n = min(len(pool), max(2, int(round(fraction * len(pool)))))
+        rng = np.random.default_rng(derive_seed(seed, "initial", k))
+        out.append(np.sort(rng.choice(pool, size=n, replace=False)).astype(np.int64))
+    return out
+
+
+def split_budget(total: int, available: Sequence[int]) -> list[int]:
+    """Split a global budget across clients: evenly, the remainder one each to the lowest ids, each share
+    capped at the client's unlabeled count and the excess handed out again (lowest ids first) to clients with
+    room left. The shares sum to min(total, sum(available)).
+    """
+    k = len(available)
+    shares = [min(total // k + (1 if i < total % k else 0), int(available[i])) for i in range(k)]
+    left = min(total, int(sum(available))) - sum(shares)
+    while left > 0:
+        for i in range(k):
+            if left and shares[i] < available[i]:
+                shares[i] += 1
+                left -= 1
+    return shares

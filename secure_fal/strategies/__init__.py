@@ -1,0 +1,48 @@
+"""FAL strategies and bounds, chosen by name.
+
+>>> cls = get_strategy("f-al")                      # doctest: +SKIP
+>>> strategy = cls(pools, trainer, get_sampler(cls.default_sampler))
+
+=============== ============================================================== =========================
+name            who trains / who selects                                       reported accuracy
+=============== ============================================================== =========================
+s-al            each client alone / with its local model                        FedAvg on the union of labels
+f-al            FedAvg / each client with the global model                      global model
+fal-local       FedAvg / each client with the global model fine-tuned locally   global model
+fal-global      FedAvg / secure federated k-means over all clients' candidates  global model
+fairfal         FedAvg / adaptive global-or-local model, class-balanced sampler global model
+centralized     one model on the pooled data / one sampler over the pooled pool that model
+client-alone    each client alone / with its local model                        mean of the local models
+=============== ============================================================== =========================
+"""
+
+from __future__ import annotations
+
+from .base import (ClientPools, Cycle, Evaluation, GlobalModelStrategy, Selection, Strategy, derive_seed,
+                   select_locally)
+from .bounds import Centralized, ClientAlone
+from .f_al import FAL
+from .fairfal import FairFAL
+from .fal_global import FALGlobal, least_cost_pairs
+from .fal_local import FALLocal
+from .s_al import SAL
+from .training import Trainer
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
+    SAL, FAL, FALLocal, FALGlobal, FairFAL, Centralized, ClientAlone)}
+"""Registered strategies by name."""
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered as ``name`` (one of ``STRATEGIES``)."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}") from None
+
+
+__all__ = [
+    "STRATEGIES", "get_strategy", "Strategy", "GlobalModelStrategy", "ClientPools", "Cycle", "Evaluation", "Selection", "Trainer",
+    "derive_seed", "select_locally", "least_cost_pairs", "SAL", "FAL", "FALLocal", "FALGlobal", "FairFAL",
+    "Centralized", "ClientAlone",
+]

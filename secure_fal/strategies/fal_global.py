@@ -1,0 +1,125 @@
+"""FAL-Global (Abraham, Dataiku): diversity decided over ALL clients through a secure federated k-means.
+
+Per cycle, after FedAvg:
+
+1. Stage 1 (local): client k embeds its pool with the global model (L2-normalised penultimate features)
+   and keeps as candidates its ``beta * b_k`` unlabeled samples of highest uncertainty (the sampler's score:
+   margin by default, entropy or least-confidence), weighted by that score.
+2. Stage 2 (global): a secure weighted federated k-means (``secure_fal.federated.kmeans``, spec
+   protocols/kmeans.md) over all candidates with k = B, the cycle's global budget, gives B public centroids.
+   Only per-cluster weighted counts, sums and sums of squares, securely summed, leave a client.
+3. Choice:
+   - ``quota=True``: client k picks exactly b_k candidates: the b_k distinct (centroid, candidate) pairs of
+     least total Euclidean distance (``least_cost_pairs``), computed locally.
+   - ``quota=False``: per centroid, the candidate closest over all clients is labeled. Which client holds it
+     is decided by ``secure_owners`` (protocols/ownership.md) on each client's minimum distance per
+     centroid (score bound 2: a centroid lies in the unit ball, candidates on the unit sphere). Leakage:
+     the server learns, per centroid, only how many clients lie under each probed distance threshold, never
+     a distance nor the owner (see protocols/ownership.md, "What each party learns"); it may of course infer
+     owners later from who sends labeled data. An owning client labels, for its centroids, distinct
+     candidates of least total distance (one per centroid while candidates last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from ..federated.kmeans import FederatedKMeans
+from ..federated.ownership import secure_owners
+from ..sampling import Sampler, entropy_score, least_confidence_score, margin_score, pool_view
+from ..sampling.base import top_indices
+from .base import ClientPools, Cycle, GlobalModelStrategy, Selection
+from .training import Trainer
+
+UNCERTAINTY_SCORES = {"margin": margin_score, "entropy": entropy_score, "least-confidence": least_confidence_score}
+"""Sampler name -> stage-1 uncertainty score (N, C) probabilities -> (N,) in [0, 1]."""
+
+DISTANCE_BOUND = 2.0
+"""Public bound on the distance between a centroid (inside the unit ball) and an L2-normalised embedding."""
+
+
+def least_cost_pairs(cost: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` distinct (row, column) pairs of least total cost.
+
+    A k-cardinality assignment solved as one square assignment: the (R, M) matrix is padded with M - n dummy
+    rows (a column matched to one is left unpicked, cost 0) and R - n dummy columns (a row matched to one is
+    left unmatched, cost 0); dummy rows cannot take dummy columns (cost inf), so exactly n real pairs remain.
+
+    Args:
+        cost: (R, M) float array, e.g. distances from R centroids to M candidates.
+        n: number of pairs, 0 <= n <= min(R, M).
+    Returns:
+        (rows, cols): int arrays of length n, rows increasing.
+    """
+    r, m = cost.shape
+    if not 0 <= n <= min(r, m):
+        raise ValueError(f"cannot pick {n} distinct pairs from a {r} x {m} cost matrix")
+    if n == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    padded = np.zeros((r + m - n, m + r - n))
+    padded[:r, :m] = cost
+    padded[r:, m:] = np.inf
+    rows, cols = linear_sum_assignment(padded)
+    real = (rows < r) & (cols < m)
+    return rows[real].astype(np.int64), cols[real].astype(np.int64)
+
+
+class FALGlobal(GlobalModelStrategy):
+    """FedAvg, then global diversity by secure federated k-means over all clients' uncertain candidates.
+
+    Args:
+        quota: True (default): each client labels exactly its share b_k; False: the global budget falls on
+            the clients holding the samples closest to the centroids (see the module docstring).
+        beta: candidates per client as a multiple of its budget (default 10).
+    """
+
+    name = "fal-global"
+    samplers = frozenset(UNCERTAINTY_SCORES)
+
+    def __init__(self, pools: ClientPools, trainer: Trainer, sampler: Sampler, *, quota: bool = True,
+                 beta: int = 10) -> None:
+        super().__init__(pools, trainer, sampler)
+        if beta < 1:
+            raise ValueError(f"beta must be >= 1, got {beta}")
+        self.quota = quota
+        self.beta = beta
+
+    def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
+        self._check_trained(cycle)
+        aggregator = cycle.require_aggregator(self.name)
+        positions, points, weights = self._candidates(labeled, budgets)
+        kmeans = FederatedKMeans(int(sum(budgets)), aggregator, point_bound=1.0,
+                                 count_bound=float(self.beta * max(budgets)))
+        fit = kmeans.fit(points, weights)
+        centroids = torch.as_tensor(fit.centroids)
+        dist = {k: torch.cdist(centroids, p.to("cpu", torch.float64)).numpy() for k, p in points.items()}
+        if self.quota:
+            chosen = {k: least_cost_pairs(dist[k], budgets[k])[1] for k in dist}
+        else:
+            closest = {k: d.min(axis=1) if d.shape[1] else np.full(len(centroids), np.inf) for k, d in dist.items()}
+            owned = secure_owners(closest, aggregator, score_bound=DISTANCE_BOUND)
+            chosen = {k: linear_sum_assignment(dist[k][np.flatnonzero(owned[k])])[1] for k in dist}
+        picks = [self.pools.pools[k][positions[k][np.sort(chosen[k])]] for k in range(self.pools.n_clients)]
+        details = {"kmeans_rounds": fit.rounds, "kmeans_iterations": fit.iterations,
+                   "kmeans_converged": fit.converged, "candidates": [len(positions[k]) for k in sorted(positions)]}
+        return Selection(picks, details)
+
+    def _candidates(self, labeled: Sequence[np.ndarray], budgets: Sequence[int]):
+        """Stage 1 on every client: pool positions, normalised embeddings and scores of its candidates."""
+        score = UNCERTAINTY_SCORES[self.sampler.name]
+        positions, points, weights = {}, {}, {}
+        for k in range(self.pools.n_clients):
+            view = pool_view(self._model, self.pools.pool_inputs(k), self.pools.labeled_mask(k, labeled[k]),
+                             needs={"probs", "embeddings"}, batch_size=self.trainer.inference_batch_size)
+            unlabeled = view.unlabeled_indices()
+            scores = score(view.probs[unlabeled])
+            keep = top_indices(scores, min(self.beta * int(budgets[k]), len(unlabeled)))
+            positions[k] = unlabeled[keep].cpu().numpy()
+            points[k] = F.normalize(view.embeddings[unlabeled[keep]], dim=1)
+            weights[k] = scores[keep]
+        return positions, points, weights

@@ -7,7 +7,7 @@ shape (length,)) with every |value| <= ``bound``, the public bound passed to ``A
   its state_dict (parameters and BatchNorm running statistics, as FedAvg sends them) plus one for the
   weight, i.e. the vector [n_k * delta_k, n_k] that ``Aggregator.weighted_mean`` sums. delta ~ N(0, 0.01^2)
   per entry (standard deviation 0.01), n_k uniform in [50, 600] labeled samples; public bound
-  update_bound (16, the experiment default) x weight_bound (1024, power of two above the largest n_k).
+  update_bound (16; the experiment default 64 needs the same 48-bit ring for n < 128) x weight_bound (1024, power of two above the largest n_k).
 - ``vector-1m``: 1,000,000 values ~ N(0, 0.01^2), bound 1.
 - ``kmeans-k{k}-d{d}``: one federated k-means round (``federated/kmeans.py``): the output of
   ``cluster_stats`` [counts (k), sums (k*d), sums of squares (k*d)], length k * (2d + 1), for 500

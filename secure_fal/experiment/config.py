@@ -28,7 +28,7 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     batch_size = 64
     lr_decay_at = 0.75          # lr x lr_decay after this fraction of rounds (or of alone_epochs)
     lr_decay = 0.1
-    update_bound = 16.0         # public bound on |FedAvg update| per weight
+    update_bound = 64.0         # public bound on |FedAvg update| per weight (BN running stats included)
     alone_epochs = 50           # epochs of non-federated training (s-al, client-alone, centralized,
                                 # FairFAL's local model); omit: rounds * local_epochs
     finetune_epochs = 5         # fal-local's local fine-tuning
@@ -116,7 +116,7 @@ class TrainingConfig:
     batch_size: int = 64
     lr_decay_at: float = 0.75
     lr_decay: float = 0.1
-    update_bound: float = 16.0
+    update_bound: float = 64.0   # FedAvgConfig.update_bound
     alone_epochs: int | None = None
     finetune_epochs: int = 5
 

@@ -42,7 +42,8 @@ class PlaintextServer(ServerMachine):
 
     def __init__(self, spec: RoundSpec) -> None:
         super().__init__(spec)
-        self.inputs: dict[int, np.ndarray] = {}
+        self.inputs: dict[int, None] = {}   # senders whose input is in ``_total``
+        self._total = np.zeros(spec.length, dtype=np.uint64)   # running ring sum
 
     def start(self) -> list[bytes]:
         self.phase = "collect"
@@ -54,7 +55,8 @@ class PlaintextServer(ServerMachine):
             values = self.spec.encoding.unpack(msg.values, self.spec.length)
         except ValueError as exc:
             raise MessageError(str(exc), client=header.sender, round_id=header.round_id, field="values") from None
-        self.inputs[header.sender] = values
+        np.add(self._total, values, out=self._total)
+        self.inputs[header.sender] = None
         if len(self.inputs) == len(self.spec.clients):
             self._finish()
         return []
@@ -67,11 +69,8 @@ class PlaintextServer(ServerMachine):
 
     def _finish(self) -> None:
         enc = self.spec.encoding
-        total = np.zeros(self.spec.length, dtype=np.uint64)
-        for values in self.inputs.values():
-            total += values
         self.contributors = tuple(sorted(self.inputs))
-        self.result = enc.dequantize(enc.from_ring(total))
+        self.result = enc.dequantize(enc.from_ring(self._total))
         self.phase = "done"
 
 

@@ -47,6 +47,7 @@ from ..secagg.machine import RoundSpec
 from ..strategies import ClientPools, derive_seed
 from .fal_client import SELECT_RECORD, SELECT_TYPE
 from .server_app import discover_clients, write_json
+from .run_config import settings_kwargs, to_run_config
 from .transport import ROUND_TYPE, TTL_SLACK_S, ServerRound, check_session_free, exchange, flower_bytes
 
 log = logging.getLogger(__name__)
@@ -75,19 +76,10 @@ class FalSettings:
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> FalSettings:
-        known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown run config keys {unknown}; known: {sorted(known)}")
-        kwargs = {k.replace("-", "_"): v for k, v in config.items()}
-        for name, cast in (("experiment", str), ("timeout", float), ("min_nodes", int), ("wait_nodes", float),
-                           ("result_file", str)):
-            if name in kwargs:
-                kwargs[name] = cast(kwargs[name])
-        return cls(**kwargs)
+        return cls(**settings_kwargs(cls, config))
 
     def to_run_config(self) -> dict[str, int | float | str]:
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        return to_run_config(self)
 
 
 def public_data(config: ExperimentConfig) -> tuple[ClientPools, int]:

@@ -48,6 +48,7 @@ from flwr.serverapp import Grid, ServerApp
 from .app_bundle import write_app_dir
 from .client_app import client_id_of
 from .server_app import write_json
+from .run_config import settings_kwargs, to_run_config
 from .simulation import SIMULATION_BACKEND
 from .synthetic import synthetic_input
 from .transport import exchange, flower_bytes
@@ -99,16 +100,11 @@ class AnchorSettings:
             raise ValueError(f"{survivors} survivors cannot reach the threshold t={self.reconstruction_threshold}")
 
     def to_run_config(self) -> dict[str, bool | int | float | str]:
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        return to_run_config(self)
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> AnchorSettings:
-        kwargs = {k.replace("-", "_"): v for k, v in config.items()}
-        for name, cast in (("length", int), ("clients", int), ("seed", int), ("threshold", int),
-                           ("dropout_rate", float), ("bound", float), ("timeout", float)):
-            if name in kwargs:
-                kwargs[name] = cast(kwargs[name])
-        return cls(**kwargs)
+        return cls(**settings_kwargs(cls, config))
 
 
 @dataclass

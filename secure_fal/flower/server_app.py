@@ -26,6 +26,7 @@ from ..secagg.api import make_protocol
 from ..secagg.encoding import FixedPoint
 from ..secagg.errors import DropoutError, MessageError, SecAggError
 from ..secagg.machine import RoundSpec
+from .run_config import settings_kwargs, to_run_config
 from .transport import HELLO_TYPE, RECORD, FlowerRound, check_session_free, client_id_from_hello, exchange, run_round
 
 log = logging.getLogger(__name__)
@@ -64,24 +65,16 @@ class SessionSettings:
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> SessionSettings:
         """Read Flower run config keys (dashes for underscores, ``options`` as a JSON string)."""
-        known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown run config keys {unknown}; known: {sorted(known)}")
-        kwargs = {k.replace("-", "_"): v for k, v in config.items()}
+        kwargs = settings_kwargs(cls, config)
         if "options" in kwargs:
             kwargs["options"] = json.loads(str(kwargs["options"]))
             if not isinstance(kwargs["options"], dict):
                 raise ValueError(f"run config 'options' must be a JSON object, got {config['options']!r}")
-        for name, cast in (("rounds", int), ("length", int), ("frac_bits", int), ("seed", int), ("min_nodes", int),
-                           ("bound", float), ("timeout", float), ("wait_nodes", float)):
-            if name in kwargs:
-                kwargs[name] = cast(kwargs[name])
         return cls(**kwargs)
 
     def to_run_config(self) -> dict[str, bool | int | float | str]:
         """Inverse of ``from_run_config``: the Flower run config (and the App's declared defaults)."""
-        out = {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        out = to_run_config(self)
         out["options"] = json.dumps(dict(self.options), sort_keys=True)
         return out
 

@@ -79,3 +79,24 @@ def test_point_outside_public_bound_is_rejected():
     agg = Aggregator("plaintext", [0, 1], seed=0)
     with pytest.raises(InputError, match="client 0"):
         FederatedKMeans(1, agg, point_bound=1.0, count_bound=2).fit(points)
+
+
+def test_fit_sums_is_the_server_side_of_fit():
+    # a deployment runs fit_sums with sums computed elsewhere; over the same sums it gives fit's result
+    gen = torch.Generator().manual_seed(3)
+    points = {c: torch.randn(40, 3, generator=gen) * 0.2 for c in range(3)}
+    fit = FederatedKMeans(5, Aggregator("plaintext", range(3), seed=0), point_bound=1.0, count_bound=40).fit(points)
+    kmeans = FederatedKMeans(5, None, point_bound=1.0, count_bound=40)
+    seen = []
+
+    def stats_sum(centres):
+        seen.append(len(centres))
+        c = torch.as_tensor(centres)
+        return sum(cluster_stats(x, torch.ones(len(x)), c) for x in points.values())
+
+    sums = kmeans.fit_sums(stats_sum, 3)
+    assert np.allclose(sums.centroids, fit.centroids, atol=1e-6) and sums.rounds == fit.rounds == len(seen)
+    with pytest.raises(ValueError, match="fit needs an Aggregator"):
+        kmeans.fit(points)
+    with pytest.raises(ValueError, match="shape"):
+        FederatedKMeans(2, None, point_bound=1.0, count_bound=40).fit_sums(lambda centres: np.zeros(3), 3)

@@ -470,3 +470,14 @@ def test_weighted_mean_over_survivors_only():
         vectors, weights, bound=1.0, weight_bound=3, faults=Faults(drop={1: "input"}))
     assert res.contributors == (0, 2) and total_weight == 3
     assert np.allclose(mean, (1.0 + 2 * 0.5) / 3, atol=1e-7)
+
+
+def test_session_fault_plan_applies_to_sums_without_their_own_faults():
+    plan = {2: Faults(drop={1: "input"})}
+    agg = Aggregator("plaintext", range(3), seed=0, fault_plan=plan.get)
+    inputs = {c: np.full(4, float(c + 1)) for c in range(3)}
+    first, second = agg.sum(inputs, bound=8.0), agg.sum(inputs, bound=8.0)
+    explicit = agg.sum(inputs, bound=8.0, faults=Faults(drop={2: "input"}))  # round 3: its own plan wins
+    assert first.contributors == (0, 1, 2) and np.array_equal(first.total, np.full(4, 6.0))
+    assert second.contributors == (0, 2) and np.array_equal(second.total, np.full(4, 4.0))
+    assert explicit.contributors == (0, 1)

@@ -16,6 +16,7 @@ Output directory: ``results.json`` (``results_document``), ``learning_curve.png`
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..device import seed_everything
-from ..secagg import CostTotals
+from ..secagg import CostTotals, Faults
 from ..strategies import ClientPools, Cycle, Strategy
 from .config import ExperimentConfig, config_differences
 from .plot import plot_learning_curve
@@ -64,7 +65,8 @@ class RunState:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-                   after_cycle: Callable[[int], None] | None = None) -> dict:
+                   after_cycle: Callable[[int], None] | None = None,
+                   faults: Callable[[int, int], Faults | None] | None = None) -> dict:
     """Run (or resume) the experiment, writing results.json, learning_curve.png and checkpoint.json.
 
     Args:
@@ -73,6 +75,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         resume: continue from ``out_dir/checkpoint.json``; its config must equal ``config``.
         quiet: no progress bars (they are also off when stderr is not a terminal).
         after_cycle: called with the cycle index after each cycle's checkpoint is written.
+        faults: (cycle, round id of the cycle's secure-aggregation session, 1-based) -> the fault plan of that
+            secure sum, or None (tests: dropouts anywhere in FedAvg, k-means, ownership or gamma rounds).
     Returns:
         the results document (also written to results.json).
     Raises:
@@ -110,7 +114,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     cycles = tqdm(range(len(state.records), config.active.cycles), desc=f"{config.name} cycles",
                   initial=len(state.records), total=config.active.cycles, disable=not show, unit="cycle")
     for c in cycles:
-        record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show)
+        plan = None if faults is None else functools.partial(faults, c)
+        record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show, plan)
         state.records.append(record)
         state.strategy_state = strategy.state_dict()
         state.wall_seconds = prior_seconds + time.perf_counter() - started
@@ -128,10 +133,10 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
 
 
 def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy, labeled: list[np.ndarray],
-               c: int, budget: int, show: bool) -> dict:
+               c: int, budget: int, show: bool, fault_plan: Callable[[int], Faults | None] | None) -> dict:
     """One cycle: train + evaluate, then (not in the last cycle) select and label. Updates ``labeled``."""
     t0 = time.perf_counter()
-    aggregator = build_aggregator(config, pools.n_clients, c) if strategy.federated else None
+    aggregator = build_aggregator(config, pools.n_clients, c, fault_plan) if strategy.federated else None
     rounds = tqdm(total=config.training.rounds, desc=f"cycle {c} FedAvg", leave=False, disable=not show,
                   unit="round")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from ..device import get_device
 from ..federated import FedAvgConfig, SGDConfig
 from ..models import build_model
 from ..sampling import get_sampler
-from ..secagg import Aggregator
+from ..secagg import Aggregator, Faults
 from ..strategies import ClientPools, Strategy, Trainer, derive_seed, get_strategy
 from .config import ConfigError, ExperimentConfig
 
@@ -81,11 +81,14 @@ def build_strategy(config: ExperimentConfig, pools: ClientPools, trainer: Traine
     return cls(pools, trainer, sampler, **config.strategy_options())
 
 
-def build_aggregator(config: ExperimentConfig, n_clients: int, cycle: int) -> Aggregator:
-    """The secure-aggregation session of one cycle (a new session per cycle, seeded by (seed, cycle))."""
+def build_aggregator(config: ExperimentConfig, n_clients: int, cycle: int,
+                     fault_plan: Callable[[int], Faults | None] | None = None) -> Aggregator:
+    """The secure-aggregation session of one cycle (a new session per cycle, seeded by (seed, cycle)); the
+    optional ``fault_plan`` (round id -> Faults) injects faults into its sums."""
     try:
         return Aggregator(config.secure.protocol, range(n_clients), frac_bits=config.secure.frac_bits,
-                          seed=derive_seed(config.seed, "secagg", cycle), **config.secure.options)
+                          seed=derive_seed(config.seed, "secagg", cycle), fault_plan=fault_plan,
+                          **config.secure.options)
     except TypeError as exc:
         raise ConfigError(f"secure.options: {exc}") from None
 

@@ -13,7 +13,7 @@ until no centre moves more than ``tol`` (or ``max_iter``). Spec and leakage: pro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,12 +64,34 @@ def cluster_stats(x: torch.Tensor, weights: torch.Tensor, centres: torch.Tensor)
     return torch.cat([counts, sums.flatten(), squares.flatten()]).cpu().numpy()
 
 
+StatsSum = Callable[[np.ndarray], np.ndarray]
+"""Centres (m, d) -> the secure sum over the clients of their ``cluster_stats`` for those centres, (m + 2md,)."""
+
+
+def aggregator_stats_sum(points: Mapping[int, torch.Tensor], weights: Mapping[int, torch.Tensor],
+                         aggregator: Aggregator, bound: float) -> StatsSum:
+    """The ``StatsSum`` of clients simulated in this process: every client's ``cluster_stats`` through one
+    ``aggregator.sum`` per call (public bound ``bound`` per coordinate)."""
+
+    def stats_sum(centres: np.ndarray) -> np.ndarray:
+        contributions = {}
+        for cid, x in points.items():
+            c = torch.as_tensor(centres, dtype=torch.float64, device=x.device)
+            contributions[cid] = cluster_stats(x, weights[cid], c)
+        return aggregator.sum(contributions, bound=bound).total
+
+    return stats_sum
+
+
 class FederatedKMeans:
     """Weighted k-means over points held by many clients, through secure sums only.
 
+    The server side (``fit_sums``) sees only the summed statistics; ``fit`` runs it over clients simulated in
+    this process, a deployment (``secure_fal.flower``) over clients on their own nodes.
+
     Args:
         k: number of clusters.
-        aggregator: the session's Aggregator (any protocol).
+        aggregator: the session's Aggregator (any protocol); only ``fit`` uses it (None for ``fit_sums``).
         point_bound: public bound on |coordinate| of any point (e.g. 1 for L2-normalised embeddings).
         count_bound: public bound on the total weight one client holds (its number of points for unit weights).
         max_iter: Lloyd iterations after initialisation, at most.
@@ -80,7 +102,7 @@ class FederatedKMeans:
             about log(k) / log(1 + split_fraction) steps.
     """
 
-    def __init__(self, k: int, aggregator: Aggregator, *, point_bound: float, count_bound: float,
+    def __init__(self, k: int, aggregator: Aggregator | None, *, point_bound: float, count_bound: float,
                  max_iter: int = 30, tol: float = 1e-4, refine_per_split: int = 2, split_fraction: float = 0.25) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -101,37 +123,48 @@ class FederatedKMeans:
             points: client id -> (n_k, d) tensor (any device; stays there).
             weights: client id -> (n_k,) non-negative weights; default all ones.
         """
+        if self.aggregator is None:
+            raise ValueError("FederatedKMeans.fit needs an Aggregator; use fit_sums with a StatsSum")
         weights = weights or {c: torch.ones(len(x), device=x.device) for c, x in points.items()}
         d = next(iter(points.values())).shape[1]
+        return self.fit_sums(aggregator_stats_sum(points, weights, self.aggregator, self.bound), d)
+
+    def fit_sums(self, stats_sum: StatsSum, d: int) -> KMeansResult:
+        """The server side: cluster from summed statistics only.
+
+        Args:
+            stats_sum: centres (m, d) -> summed ``cluster_stats`` of every client, each entry within
+                ``self.bound`` per client (the public bound of the secure sum).
+            d: dimension of the points.
+        """
         centres = np.zeros((1, d))
-        counts, sums, squares = self._round(points, weights, centres)
+        counts, sums, squares = self._round(stats_sum, centres)
         if counts[0] <= 0:
             raise ValueError("federated k-means: the clients hold no points (total weight 0)")
         centres = sums / counts[:, None]
         while len(centres) < self.k:
             centres = self._split(centres, counts, sums, squares)
             for _ in range(self.refine_per_split):
-                counts, sums, squares = self._round(points, weights, centres)
+                counts, sums, squares = self._round(stats_sum, centres)
                 centres = _update(centres, counts, sums)
-            counts, sums, squares = self._round(points, weights, centres)
+            counts, sums, squares = self._round(stats_sum, centres)
         converged, iterations = False, 0
         while iterations < self.max_iter and not converged:
             new = _update(centres, counts, sums)
             converged = bool(np.max(np.linalg.norm(new - centres, axis=1)) <= self.tol)
             centres = new
             iterations += 1
-            counts, sums, squares = self._round(points, weights, centres)
+            counts, sums, squares = self._round(stats_sum, centres)
         inertia = float(np.sum(_sse(centres, counts, sums, squares)))
         return KMeansResult(centres, counts, inertia, iterations, self.rounds, converged)
 
-    def _round(self, points, weights, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _round(self, stats_sum: StatsSum, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One secure sum of every client's cluster statistics; returns totals (n, S, Q)."""
         m, d = centres.shape
-        contributions = {}
-        for cid, x in points.items():
-            c = torch.as_tensor(centres, dtype=torch.float64, device=x.device)
-            contributions[cid] = cluster_stats(x, weights[cid], c)
-        total = self.aggregator.sum(contributions, bound=self.bound).total
+        total = np.asarray(stats_sum(centres), dtype=np.float64)
+        if total.shape != (m + 2 * m * d,):
+            raise ValueError(f"k-means round {self.rounds + 1}: summed statistics have shape {total.shape}, "
+                             f"expected ({m + 2 * m * d},) for {m} centres in {d} dimensions")
         self.rounds += 1
         counts = np.maximum(total[:m], 0.0)
         return counts, total[m:m + m * d].reshape(m, d), total[m + m * d:].reshape(m, d)

@@ -12,7 +12,7 @@ protocols/ownership.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,54 +37,90 @@ def ownership_keys(scores: np.ndarray, rank: int, n_clients: int, score_bound: f
     return q.astype(np.int64) * n_clients + rank
 
 
+CountUnder = Callable[[tuple[int, ...], np.ndarray, np.ndarray], tuple[np.ndarray, tuple[int, ...]]]
+"""(members, thresholds (m,) int64, active (m,) bool) -> (secure sum over the members of ``under_threshold``,
+contributors): one round of the bisection. Each member computes its keys with its rank among ``members``."""
+
+
+def under_threshold(keys: np.ndarray, thresholds: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """One client's input to a bisection round: 1.0 where its key <= the threshold on an active item, (m,)."""
+    return ((keys <= thresholds) & active).astype(np.float64)
+
+
+def owned_items(keys: np.ndarray, owner_threshold: np.ndarray) -> np.ndarray:
+    """A client's own (m,) bool mask of the items it owns, from its keys and the public resolved thresholds."""
+    return (keys <= owner_threshold) & (owner_threshold >= 0)
+
+
+def owner_thresholds(members: Sequence[int], m: int, count_under: CountUnder, *,
+                     max_restarts: int = 3) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The server side of secure ownership: bisection rounds until every item is resolved.
+
+    Args:
+        members: ids of the clients taking part (keys are built with their rank in the sorted list).
+        m: number of items.
+        count_under: runs one round (see ``CountUnder``).
+        max_restarts: a dropout changes the set of contributors; the bisection then restarts with the
+            survivors, at most this many times.
+    Returns:
+        (owner_threshold (m,) int64: per item a threshold with exactly one key under it, -2 for items no client
+        has a finite score for; the members whose keys it applies to). Each member then computes
+        ``owned_items(its keys, owner_threshold)`` on its own.
+    """
+    members = tuple(sorted(members))
+    for _ in range(max_restarts + 1):
+        result = _bisect(members, m, count_under)
+        if isinstance(result, np.ndarray):
+            return result, members
+        members = tuple(c for c in members if c in result)
+    raise RuntimeError(f"ownership: contributors kept changing after {max_restarts} restarts")
+
+
 def secure_owners(scores: Mapping[int, np.ndarray], aggregator: Aggregator, *, score_bound: float,
                   max_restarts: int = 3) -> dict[int, np.ndarray]:
     """Decide per item which client has the smallest score, without revealing scores or the owner to the server.
+
+    Runs ``owner_thresholds`` over clients simulated in this process.
 
     Args:
         scores: client id -> (m,) scores (smaller wins; +inf = no candidate). The same m for all clients.
         aggregator: the session's Aggregator (any protocol).
         score_bound: public bound on finite scores.
-        max_restarts: a dropout changes the set of contributors; the bisection then restarts with the
-            survivors, at most this many times.
+        max_restarts: see ``owner_thresholds``.
     Returns:
         client id -> (m,) bool mask of the items that client owns (each item owned by exactly one
-        surviving client; items for which no client has a finite score are owned by nobody).
-        In a deployment each client computes only its own mask; the server's view is the list of counts.
+        surviving client, none by a client that dropped out; items for which no client has a finite score
+        are owned by nobody). In a deployment each client computes only its own mask; the server's view is
+        the list of counts.
     """
-    members = sorted(scores)
-    for _ in range(max_restarts + 1):
-        keys = {cid: ownership_keys(np.asarray(scores[cid], dtype=np.float64), rank, len(members), score_bound)
+    m = len(next(iter(scores.values())))
+
+    def keys_of(members: tuple[int, ...]) -> dict[int, np.ndarray]:
+        return {cid: ownership_keys(np.asarray(scores[cid], dtype=np.float64), rank, len(members), score_bound)
                 for rank, cid in enumerate(members)}
-        result = _bisect(keys, aggregator, len(members))
-        if result is not None:
-            return result
-        survivors = _last_contributors(aggregator)
-        members = [c for c in members if c in survivors]
-        scores = {c: scores[c] for c in members}
-    raise RuntimeError(f"ownership: contributors kept changing after {max_restarts} restarts")
+
+    def count_under(members, thresholds, active):
+        res = aggregator.sum({c: under_threshold(k, thresholds, active) for c, k in keys_of(members).items()},
+                             bound=1.0)
+        return res.total, res.contributors
+
+    owner_threshold, members = owner_thresholds(tuple(scores), m, count_under, max_restarts=max_restarts)
+    keys = keys_of(members)
+    return {c: owned_items(keys[c], owner_threshold) if c in keys else np.zeros(m, dtype=bool) for c in scores}
 
 
-def _last_contributors(aggregator: Aggregator) -> set[int]:
-    report = aggregator.reports[-1]
-    return set(report.clients) - set(report.dropped)
-
-
-def _bisect(keys: Mapping[int, np.ndarray], aggregator: Aggregator, n: int) -> dict[int, np.ndarray] | None:
-    """Bisection over the key space; None if the set of contributors changed (a dropout)."""
-    m = len(next(iter(keys.values())))
-    no_candidate = (1 << SCORE_BITS) * n          # keys >= this mean "no finite score"
+def _bisect(members: tuple[int, ...], m: int, count_under: CountUnder) -> np.ndarray | set[int]:
+    """Bisection over the key space: the owner thresholds, or the contributors if they were not all members."""
+    no_candidate = (1 << SCORE_BITS) * len(members)          # keys >= this mean "no finite score"
     lo = np.zeros(m, dtype=np.int64)
     hi = np.full(m, no_candidate - 1, dtype=np.int64)
     owner_threshold = np.full(m, -1, dtype=np.int64)   # resolved items: a threshold with exactly one key under it
-    members = set(keys)
     thresholds = hi.copy()   # first round: does anyone have a candidate, and is it already unique?
     while True:
         active = owner_threshold < 0
-        counts = aggregator.sum({c: (k <= thresholds).astype(np.float64) * active for c, k in keys.items()},
-                                bound=1.0).total
-        if _last_contributors(aggregator) != members:
-            return None
+        counts, contributors = count_under(members, thresholds, active)
+        if set(contributors) != set(members):
+            return set(contributors)
         counts = np.rint(counts).astype(np.int64)
         hit = active & (counts == 1)
         owner_threshold[hit] = thresholds[hit]
@@ -92,11 +128,10 @@ def _bisect(keys: Mapping[int, np.ndarray], aggregator: Aggregator, n: int) -> d
         owner_threshold[empty] = -2                      # nobody has a candidate for these items
         going = active & ~hit & ~empty
         if not going.any():
-            break
+            return owner_threshold
         # counts >= 2: the minimum is <= threshold, narrow from above; counts == 0: it is above, narrow from below.
         many = going & (counts >= 2)
         none = going & (counts == 0)
         hi[many] = thresholds[many]
         lo[none] = thresholds[none] + 1
         thresholds = np.where(going, (lo + hi) // 2, thresholds)
-    return {c: (k <= owner_threshold) & (owner_threshold >= 0) for c, k in keys.items()}

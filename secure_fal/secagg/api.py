@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -91,12 +91,16 @@ class Aggregator:
         frac_bits: fixed-point precision: inputs are rounded to multiples of 2^-frac_bits.
         seed: makes session ids (and protocol randomness that is not secret) reproducible; secrets
             always come from the OS's cryptographic RNG.
+        fault_plan: round id (1-based) -> the fault plan of that round, for sums called without ``faults``
+            (tests and benchmarks inject dropouts into code that does not pass ``faults`` itself).
 
     Each ``sum`` call is one round with a fresh round id; ``totals`` accumulates costs over rounds.
     """
 
     def __init__(self, protocol: SecureSumProtocol | str, clients: Sequence[int], *, frac_bits: int = 24,
-                 seed: int | None = None, **protocol_kwargs) -> None:
+                 seed: int | None = None, fault_plan: Callable[[int], Faults | None] | None = None,
+                 **protocol_kwargs) -> None:
+        self.fault_plan = fault_plan
         self.protocol = make_protocol(protocol, **protocol_kwargs) if isinstance(protocol, str) else protocol
         self.clients = tuple(sorted(set(clients)))
         self.frac_bits = frac_bits
@@ -120,7 +124,8 @@ class Aggregator:
                 take part in this round.
             bound: public bound on every |coordinate|; inputs beyond it raise InputError, or are clipped
                 when ``clip`` is True.
-            faults: optional dropout / message-fault plan (tests and benchmarks).
+            faults: optional dropout / message-fault plan (tests and benchmarks); default: the session's
+                ``fault_plan`` for this round, if any.
 
         Returns:
             SumResult with the float64 sum over the clients that finished the protocol.
@@ -140,6 +145,8 @@ class Aggregator:
                                  f" {length} (client {first})", client=cid, round_id=self.round_id + 1,
                                  field="vector")
         self.round_id += 1
+        if faults is None and self.fault_plan is not None:
+            faults = self.fault_plan(self.round_id)
         members = tuple(sorted(inputs))
         spec = RoundSpec(self.session, self.round_id, members, length,
                          FixedPoint(bound, self.frac_bits, len(members)), clip)

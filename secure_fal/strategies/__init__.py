@@ -18,8 +18,8 @@ client-alone    each client alone / with its local model                        
 
 from __future__ import annotations
 
-from .base import (ClientPools, Cycle, Evaluation, GlobalModelStrategy, Selection, Strategy, derive_seed,
-                   select_locally)
+from .base import (ClientPools, Cycle, Evaluation, GlobalModelStrategy, LocalQueryStrategy, Selection, Strategy,
+                   derive_seed, select_locally, select_on_pool)
 from .bounds import Centralized, ClientAlone
 from .f_al import FAL
 from .fairfal import FairFAL
@@ -42,7 +42,7 @@ def get_strategy(name: str) -> type[Strategy]:
 
 
 __all__ = [
-    "STRATEGIES", "get_strategy", "Strategy", "GlobalModelStrategy", "ClientPools", "Cycle", "Evaluation", "Selection", "Trainer",
-    "derive_seed", "select_locally", "least_cost_pairs", "SAL", "FAL", "FALLocal", "FALGlobal", "FairFAL",
+    "STRATEGIES", "get_strategy", "Strategy", "GlobalModelStrategy", "LocalQueryStrategy", "ClientPools", "Cycle",
+    "Evaluation", "Selection", "Trainer", "derive_seed", "select_locally", "select_on_pool", "least_cost_pairs", "SAL", "FAL", "FALLocal", "FALGlobal", "FairFAL",
     "Centralized", "ClientAlone",
 ]

@@ -228,9 +228,50 @@ class GlobalModelStrategy(Strategy):
     the reported accuracy is the global model's."""
 
     def train(self, cycle: Cycle, labeled: Sequence[np.ndarray]) -> Evaluation:
-        self._model = self._federated_model(cycle, labeled)
-        self._mark_trained(cycle)
+        self.use_global_model(cycle, self._federated_model(cycle, labeled))
         return Evaluation(self.trainer.accuracy(self._model, self.pools.x_test, self.pools.y_test))
+
+    def use_global_model(self, cycle: Cycle, model: nn.Module) -> None:
+        """Take ``model`` as the global model of ``cycle``: what ``train`` does in-process, and what a client of a
+        deployment does with the model the server broadcasts before it selects."""
+        self._model = model
+        self._mark_trained(cycle)
+
+
+class LocalQueryStrategy(GlobalModelStrategy):
+    """Base of the strategies in which every client selects alone, with a query model of its own choosing
+    (``query_model``) and the sampler; nothing crosses a client boundary during selection."""
+
+    @abstractmethod
+    def query_model(self, cycle: Cycle, client: int, labeled: np.ndarray) -> nn.Module:
+        """The model client ``client`` (labeled set ``labeled``) selects with in ``cycle``."""
+
+    def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
+        return Selection([self.select_on_client(cycle, k, labeled[k], b) for k, b in enumerate(budgets)])
+
+    def select_on_client(self, cycle: Cycle, client: int, labeled: np.ndarray, budget: int) -> np.ndarray:
+        """Client ``client``'s picks (int64 train indices): ``budget`` samples of its pool by the sampler."""
+        self._check_trained(cycle)
+        return select_on_pool(self.sampler, lambda: self.query_model(cycle, client, labeled), self.pools, cycle,
+                              client, labeled, budget, batch_size=self.trainer.inference_batch_size)
+
+
+def select_on_pool(sampler: Sampler, model: Callable[[], nn.Module], pools: ClientPools, cycle: Cycle, client: int,
+                   labeled: np.ndarray, budget: int, *, batch_size: int = 512) -> np.ndarray:
+    """Client ``client`` selects ``budget`` samples of its own pool with the sampler and a query model.
+
+    Args:
+        model: returns the query model (called only when budget > 0).
+        labeled: the client's labeled train indices.
+    Returns:
+        int64 array of the chosen train indices.
+    """
+    if budget == 0:
+        return np.empty(0, dtype=np.int64)
+    view = pool_view(model(), pools.pool_inputs(client), pools.labeled_mask(client, labeled),
+                     pools.pool_labels(client, labeled), needs=sampler.needs, batch_size=batch_size)
+    chosen = sampler.select(view, int(budget), cycle.generator("select", client))
+    return pools.pools[client][chosen.cpu().numpy()]
 
 
 def select_locally(sampler: Sampler, model_for: Callable[[int], nn.Module], pools: ClientPools, cycle: Cycle,
@@ -243,13 +284,5 @@ def select_locally(sampler: Sampler, model_for: Callable[[int], nn.Module], pool
     Returns:
         client k -> int64 array of the chosen train indices.
     """
-    picks = []
-    for k, budget in enumerate(budgets):
-        if budget == 0:
-            picks.append(np.empty(0, dtype=np.int64))
-            continue
-        view = pool_view(model_for(k), pools.pool_inputs(k), pools.labeled_mask(k, labeled[k]),
-                         pools.pool_labels(k, labeled[k]), needs=sampler.needs, batch_size=batch_size)
-        chosen = sampler.select(view, int(budget), cycle.generator("select", k))
-        picks.append(pools.pools[k][chosen.cpu().numpy()])
-    return picks
+    return [select_on_pool(sampler, lambda k=k: model_for(k), pools, cycle, k, labeled[k], budget,
+                           batch_size=batch_size) for k, budget in enumerate(budgets)]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from torch import nn
 
-from .base import Cycle, GlobalModelStrategy, Selection, select_locally
+from .base import Cycle, LocalQueryStrategy
 
 
-class FAL(GlobalModelStrategy):
+class FAL(LocalQueryStrategy):
     """FedAvg trains the global model; each client runs the sampler on its own pool with that model.
 
     Reported accuracy: the global model's. Selection is client-local; only FedAvg updates cross a client
@@ -18,8 +17,5 @@ class FAL(GlobalModelStrategy):
 
     name = "f-al"
 
-    def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
-        self._check_trained(cycle)
-        picks = select_locally(self.sampler, lambda k: self._model, self.pools, cycle, labeled, budgets,
-                               batch_size=self.trainer.inference_batch_size)
-        return Selection(picks)
+    def query_model(self, cycle: Cycle, client: int, labeled: np.ndarray) -> nn.Module:
+        return self._model

@@ -127,32 +127,46 @@ class FairFAL(GlobalModelStrategy):
 
     def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
         self._check_trained(cycle)
-        n_classes, batch = self.pools.num_classes, self.trainer.inference_batch_size
-        local, pg, pl = [], [], []
-        for k, lab in enumerate(labeled):
-            x, y = self.pools.labeled_data(lab)
-            local.append(self._alone_model(cycle, lab, k))
-            pg.append(balanced_mean_probs(self._model, x, y, n_classes, batch_size=batch))
-            pl.append(balanced_mean_probs(local[k], x, y, n_classes, batch_size=batch))
         if self.gamma_bar is None:
-            gammas = {k: imbalance_ratio(pg[k], torch.unique(self.pools.y[torch.as_tensor(lab)]).tolist())
-                      for k, lab in enumerate(labeled)}
+            gammas = {k: self.client_gamma(lab) for k, lab in enumerate(labeled)}
             self.gamma_bar, _ = secure_mean_gamma(gammas, cycle.require_aggregator(self.name))
-        d = [prior_divergence(pg[k], pl[k]) for k in range(self.pools.n_clients)]
-        s = [1.0 - (d_k + self.gamma_bar) / 2.0 for d_k in d]
-        use_global = [s_k > self.threshold for s_k in s]
-
-        picks = []
+        picks, choice, s, d = [], [], [], []
         for k, budget in enumerate(budgets):
-            if budget == 0:
-                picks.append(np.empty(0, dtype=np.int64))
-                continue
-            view = self._pool(k, labeled[k], None if use_global[k] else local[k])
-            chosen = self.sampler.select(view, int(budget), cycle.generator("select", k))
-            picks.append(self.pools.pools[k][chosen.cpu().numpy()])
-        details = {"gamma_bar": self.gamma_bar, "model_choice": ["global" if g else "local" for g in use_global],
-                   "s": s, "d": d}
-        return Selection(picks, details)
+            picked, facts = self.select_on_client(cycle, k, labeled[k], budget, self.gamma_bar)
+            picks.append(picked)
+            choice.append(facts["model_choice"])
+            s.append(facts["s"])
+            d.append(facts["d"])
+        return Selection(picks, {"gamma_bar": self.gamma_bar, "model_choice": choice, "s": s, "d": d})
+
+    def client_gamma(self, labeled: np.ndarray) -> float:
+        """gamma_k of a client with labeled set ``labeled``: the global model's imbalance over its balanced set."""
+        x, y = self.pools.labeled_data(labeled)
+        pg = balanced_mean_probs(self._model, x, y, self.pools.num_classes, batch_size=self.trainer.inference_batch_size)
+        return imbalance_ratio(pg, torch.unique(y).tolist())
+
+    def select_on_client(self, cycle: Cycle, client: int, labeled: np.ndarray, budget: int,
+                         gamma_bar: float) -> tuple[np.ndarray, dict]:
+        """One client's query: its local-only model, the choice of query model, then ``budget`` picks.
+
+        Returns:
+            (int64 train indices picked, {"model_choice": 'global' | 'local', "s": s_k, "d": d_k}); the facts
+            stay on the client in a deployment.
+        """
+        self._check_trained(cycle)
+        n_classes, batch = self.pools.num_classes, self.trainer.inference_batch_size
+        x, y = self.pools.labeled_data(labeled)
+        local = self._alone_model(cycle, labeled, client)
+        d = prior_divergence(balanced_mean_probs(self._model, x, y, n_classes, batch_size=batch),
+                             balanced_mean_probs(local, x, y, n_classes, batch_size=batch))
+        s = 1.0 - (d + gamma_bar) / 2.0
+        use_global = s > self.threshold
+        facts = {"model_choice": "global" if use_global else "local", "s": s, "d": d}
+        if budget == 0:
+            return np.empty(0, dtype=np.int64), facts
+        view = self._pool(client, labeled, None if use_global else local)
+        chosen = self.sampler.select(view, int(budget), cycle.generator("select", client))
+        return self.pools.pools[client][chosen.cpu().numpy()], facts
 
     def _pool(self, k: int, labeled: np.ndarray, local: nn.Module | None) -> PoolView:
         """Client k's pool: global features, labels and BADGE space; probabilities of the query model

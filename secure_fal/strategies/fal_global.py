@@ -23,6 +23,7 @@ Per cycle, after FedAvg:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from ..federated.kmeans import FederatedKMeans
 from ..federated.ownership import secure_owners
 from ..sampling import Sampler, entropy_score, least_confidence_score, margin_score, pool_view
+from ..secagg import Aggregator
 from ..sampling.base import top_indices
 from .base import ClientPools, Cycle, GlobalModelStrategy, Selection
 from .training import Trainer
@@ -92,34 +94,67 @@ class FALGlobal(GlobalModelStrategy):
     def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
         self._check_trained(cycle)
         aggregator = cycle.require_aggregator(self.name)
-        positions, points, weights = self._candidates(labeled, budgets)
-        kmeans = FederatedKMeans(int(sum(budgets)), aggregator, point_bound=1.0,
-                                 count_bound=float(self.beta * max(budgets)))
-        fit = kmeans.fit(points, weights)
-        centroids = torch.as_tensor(fit.centroids)
-        dist = {k: torch.cdist(centroids, p.to("cpu", torch.float64)).numpy() for k, p in points.items()}
+        candidates = [self.candidates(k, labeled[k], budgets[k]) for k in range(self.pools.n_clients)]
+        fit = self.kmeans(budgets, aggregator).fit({k: c.points for k, c in enumerate(candidates)},
+                                                   {k: c.weights for k, c in enumerate(candidates)})
         if self.quota:
-            chosen = {k: least_cost_pairs(dist[k], budgets[k])[1] for k in dist}
+            chosen = [c.quota_choice(fit.centroids, budgets[k]) for k, c in enumerate(candidates)]
         else:
-            closest = {k: d.min(axis=1) if d.shape[1] else np.full(len(centroids), np.inf) for k, d in dist.items()}
+            closest = {k: c.closest(fit.centroids) for k, c in enumerate(candidates)}
             owned = secure_owners(closest, aggregator, score_bound=DISTANCE_BOUND)
-            chosen = {k: linear_sum_assignment(dist[k][np.flatnonzero(owned[k])])[1] for k in dist}
-        picks = [self.pools.pools[k][positions[k][np.sort(chosen[k])]] for k in range(self.pools.n_clients)]
+            chosen = [c.owned_choice(fit.centroids, owned[k]) for k, c in enumerate(candidates)]
+        picks = [self.pools.pools[k][c.positions[chosen[k]]] for k, c in enumerate(candidates)]
         details = {"kmeans_rounds": fit.rounds, "kmeans_iterations": fit.iterations,
-                   "kmeans_converged": fit.converged, "candidates": [len(positions[k]) for k in sorted(positions)]}
+                   "kmeans_converged": fit.converged, "candidates": [len(c.positions) for c in candidates]}
         return Selection(picks, details)
 
-    def _candidates(self, labeled: Sequence[np.ndarray], budgets: Sequence[int]):
-        """Stage 1 on every client: pool positions, normalised embeddings and scores of its candidates."""
-        score = UNCERTAINTY_SCORES[self.sampler.name]
-        positions, points, weights = {}, {}, {}
-        for k in range(self.pools.n_clients):
-            view = pool_view(self._model, self.pools.pool_inputs(k), self.pools.labeled_mask(k, labeled[k]),
-                             needs={"probs", "embeddings"}, batch_size=self.trainer.inference_batch_size)
-            unlabeled = view.unlabeled_indices()
-            scores = score(view.probs[unlabeled])
-            keep = top_indices(scores, min(self.beta * int(budgets[k]), len(unlabeled)))
-            positions[k] = unlabeled[keep].cpu().numpy()
-            points[k] = F.normalize(view.embeddings[unlabeled[keep]], dim=1)
-            weights[k] = scores[keep]
-        return positions, points, weights
+    def kmeans(self, budgets: Sequence[int], aggregator: Aggregator | None = None) -> FederatedKMeans:
+        """Stage 2's k-means: k = sum of the budgets; a client's total weight is at most beta * its budget."""
+        return FederatedKMeans(int(sum(budgets)), aggregator, point_bound=1.0,
+                               count_bound=float(self.beta * max(budgets)))
+
+    def candidates(self, client: int, labeled: np.ndarray, budget: int) -> Candidates:
+        """Stage 1 on one client: its ``beta * budget`` most uncertain unlabeled samples under the global model."""
+        view = pool_view(self._model, self.pools.pool_inputs(client), self.pools.labeled_mask(client, labeled),
+                         needs={"probs", "embeddings"}, batch_size=self.trainer.inference_batch_size)
+        unlabeled = view.unlabeled_indices()
+        scores = UNCERTAINTY_SCORES[self.sampler.name](view.probs[unlabeled])
+        keep = top_indices(scores, min(self.beta * int(budget), len(unlabeled)))
+        return Candidates(unlabeled[keep].cpu().numpy(), F.normalize(view.embeddings[unlabeled[keep]], dim=1),
+                          scores[keep])
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One client's stage-1 candidates and its local stage-3 choices among them.
+
+    Attributes:
+        positions: (n,) int64 positions in the client's pool.
+        points: (n, d) L2-normalised embeddings (device and dtype of the model's output).
+        weights: (n,) uncertainty scores in [0, 1], the k-means weights.
+    """
+
+    positions: np.ndarray
+    points: torch.Tensor
+    weights: torch.Tensor
+
+    def distances(self, centroids: np.ndarray) -> np.ndarray:
+        """(m, n) float64 Euclidean distances from the m centroids to the candidates."""
+        return torch.cdist(torch.as_tensor(centroids), self.points.to("cpu", torch.float64)).numpy()
+
+    def quota_choice(self, centroids: np.ndarray, budget: int) -> np.ndarray:
+        """With quota: sorted indices (into the candidates) of the ``budget`` distinct candidates paired to
+        distinct centroids at least total distance."""
+        return np.sort(least_cost_pairs(self.distances(centroids), budget)[1])
+
+    def closest(self, centroids: np.ndarray) -> np.ndarray:
+        """(m,) distance from each centroid to its closest candidate here (+inf without candidates): this
+        client's ownership scores."""
+        dist = self.distances(centroids)
+        return dist.min(axis=1) if dist.shape[1] else np.full(len(centroids), np.inf)
+
+    def owned_choice(self, centroids: np.ndarray, owned: np.ndarray) -> np.ndarray:
+        """Without quota: sorted indices of distinct candidates for the owned centroids (a (m,) bool mask), at
+        least total distance, one per owned centroid while candidates last."""
+        dist = self.distances(centroids)[np.flatnonzero(owned)]
+        return np.sort(linear_sum_assignment(dist)[1])

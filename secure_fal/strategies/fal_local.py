@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from torch import nn
 
 from ..sampling import Sampler
-from .base import ClientPools, Cycle, GlobalModelStrategy, Selection, select_locally
+from .base import ClientPools, Cycle, LocalQueryStrategy
 from .training import Trainer
 
 
-class FALLocal(GlobalModelStrategy):
+class FALLocal(LocalQueryStrategy):
     """FedAvg trains the global model; client k fine-tunes a copy on its labeled set and selects with it.
 
     Reported accuracy: the global model's (the fine-tuned copies never leave their client).
@@ -29,14 +27,7 @@ class FALLocal(GlobalModelStrategy):
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
         self.finetune_epochs = finetune_epochs
 
-    def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
-        self._check_trained(cycle)
-
-        def tuned(k: int) -> nn.Module:
-            x, y = self.pools.labeled_data(labeled[k])
-            return self.trainer.finetune(self._model, x, y, epochs=self.finetune_epochs,
-                                         seed=cycle.seed_for("finetune", k))
-
-        picks = select_locally(self.sampler, tuned, self.pools, cycle, labeled, budgets,
-                               batch_size=self.trainer.inference_batch_size)
-        return Selection(picks)
+    def query_model(self, cycle: Cycle, client: int, labeled: np.ndarray) -> nn.Module:
+        x, y = self.pools.labeled_data(labeled)
+        return self.trainer.finetune(self._model, x, y, epochs=self.finetune_epochs,
+                                     seed=cycle.seed_for("finetune", client))

@@ -5,7 +5,8 @@
   must equal, bit for bit, the in-process run with ``Faults(drop={node: "masked_input"})``. About a
   minute: Flower starts a fresh ClientApp process per message and SuperNodes poll every 3 s, and the
   exchange with the dead node waits its full timeout.
-- Simulation engine (needs Ray, ``flwr[simulation]``): two rounds, in a child process.
+- Simulation engine (needs Ray, ``flwr[simulation]``): two rounds, in a child process; masking, and CKKS with
+  its in-band key distribution (about 15 s each here).
 - Flower's own SecAgg+ anchor (slow).
 
 Every process is started in its own process group and killed (with all descendants) in ``finally``.
@@ -29,7 +30,8 @@ from secure_fal.flower.app_bundle import write_app_dir  # noqa: E402
 from secure_fal.flower.loopback import HOST, LoopbackFederation  # noqa: E402
 from secure_fal.flower.server_app import SessionSettings  # noqa: E402
 from secure_fal.flower.synthetic import synthetic_input  # noqa: E402
-from secure_fal.secagg import Aggregator, Faults  # noqa: E402
+from secure_fal.secagg import Aggregator, Faults, FixedPoint  # noqa: E402
+from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 from secure_fal.secagg.masking import MaskingProtocol  # noqa: E402
 
 CLIENTS = (0, 1, 2)
@@ -92,20 +94,50 @@ print("RECORD " + json.dumps(simulate_session(settings, int(sys.argv[2]))))
 """
 
 
-def test_simulation_engine_two_rounds_equal_in_process():
-    pytest.importorskip("ray")
-    settings = SessionSettings(protocol="masking", options={"neighbours": 2}, rounds=2, length=300, seed=5,
-                               timeout=60.0, min_nodes=len(CLIENTS))
+def simulate(settings: SessionSettings) -> dict:
+    """The session's record from the simulation engine (in a child process: Ray alters the environment)."""
     out = subprocess.run([sys.executable, "-c", SIMULATE, json.dumps(asdict(settings)), str(len(CLIENTS))],
                          capture_output=True, text=True, timeout=RUN_LIMIT)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RECORD ")]
     assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]
     record = json.loads(lines[-1][len("RECORD "):])
     assert "error" not in record, record["error"]
+    return record
+
+
+def test_simulation_engine_two_rounds_equal_in_process():
+    pytest.importorskip("ray")
+    settings = SessionSettings(protocol="masking", options={"neighbours": 2}, rounds=2, length=300, seed=5,
+                               timeout=60.0, min_nodes=len(CLIENTS))
+    record = simulate(settings)
     wants, _ = in_process(settings, {})
     for got, want in zip(record["rounds"], wants, strict=True):
         assert got["contributors"] == list(want.contributors) == list(CLIENTS)
         assert np.array_equal(np.array(got["total"]), want.total)
+
+
+def test_simulation_engine_ckks_session_with_key_distribution_equals_in_process():
+    pytest.importorskip("ray")
+    pytest.importorskip("secure_fal.secagg.ckks")
+    from secure_fal.secagg.ckks import CKKSProtocol
+
+    settings = SessionSettings(protocol="ckks", options={"dealer": 1}, rounds=2, length=300, seed=5, timeout=60.0,
+                               min_nodes=len(CLIENTS))
+    t0 = time.perf_counter()
+    record = simulate(settings)
+    wall = time.perf_counter() - t0
+    setup = record["setup"]
+    assert setup["key_holders"] == list(CLIENTS) and setup["dealer"] == 1 and setup["wire"]["rejected"] == []
+    wants, _ = in_process(settings, {})
+    for r, (got, want) in enumerate(zip(record["rounds"], wants, strict=True), start=1):
+        assert got["contributors"] == list(want.contributors) == list(CLIENTS)
+        spec = RoundSpec(0, r, CLIENTS, settings.length, FixedPoint(settings.bound, settings.frac_bits, len(CLIENTS)))
+        diff = float(np.abs(np.array(got["total"]) - want.total).max())
+        assert diff <= 2 * CKKSProtocol().error_bound(spec, len(CLIENTS))   # each within the bound of the sum
+        print(f"\nsimulation ckks round {r}: max |Flower - in-process| = {diff}, bitwise equal: "
+              f"{np.array_equal(np.array(got['total']), want.total)}")
+    print(f"simulation ckks session: {wall:.1f} s wall; key distribution {setup['seconds']:.2f} s, "
+          f"{setup['report']['total_bytes']} B of our messages, {setup['wire']['total_bytes']} B of Flower messages")
 
 
 ANCHOR = """

@@ -26,9 +26,9 @@ from secure_fal.flower.app_bundle import write_app_dir  # noqa: E402
 from secure_fal.flower.client_app import synthetic_inputs  # noqa: E402
 from secure_fal.flower.server_app import SessionSettings  # noqa: E402
 from secure_fal.flower.synthetic import synthetic_input  # noqa: E402
-from secure_fal.flower.transport import (OPENING_RECORD, STATE_RECORD, RoundOpening, ServerRound,  # noqa: E402
-                                         NodePolicy, check_session_free, client_step, pack_messages,
-                                         unpack_messages)
+from secure_fal.flower.transport import (KEYS_RECORD, OPENING_RECORD, STATE_RECORD, RoundOpening,  # noqa: E402
+                                         ServerRound, NodePolicy, check_keys_installed, client_step,
+                                         pack_messages, unpack_messages)
 from secure_fal.secagg import Aggregator, Faults, FixedPoint, MessageError, make_protocol  # noqa: E402
 from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 from secure_fal.secagg.messages import decode  # noqa: E402
@@ -168,10 +168,20 @@ def test_first_batch_of_a_round_carries_the_opening_later_ones_do_not():
     assert all(OPENING_RECORD not in b.config_records for b in server.next_batches().values())
 
 
-def test_protocols_with_session_setup_are_refused():
+def test_protocols_with_session_keys_need_them_installed():
     pytest.importorskip("secure_fal.secagg.ckks")
-    with pytest.raises(ValueError, match="session setup"):
-        check_session_free(make_protocol("ckks"))
+    spec = RoundSpec(1, 1, (0, 1), LENGTH, FixedPoint(BOUND, 24, 2))
+    with pytest.raises(ValueError, match="needs session keys"):
+        check_keys_installed(make_protocol("ckks"))
+    with pytest.raises(ValueError, match="needs session keys"):
+        ServerRound(make_protocol("ckks"), {}, spec, {"seed": SEED})
+    check_keys_installed(make_protocol("masking"))                      # no keys needed
+    with_keys = make_protocol("ckks")
+    with_keys.setup((0, 1), random.Random(0))                           # in-process keys are keys too
+    batch = ServerRound(with_keys, {}, spec, {"seed": SEED}).next_batches()[0]
+    with pytest.raises(MessageError, match="holds no ckks keys") as err:  # a node without the key setup
+        client_step(batch, RecordDict(), 0, synthetic_inputs, NodePolicy(frozenset({"ckks"})))
+    assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, KEYS_RECORD)
 
 
 def test_machine_state_rejects_foreign_bytes_and_unpicklable_machines():

@@ -4,8 +4,9 @@ Node config (``flower-supernode --node-config "client-id=3 protocols='masking'"`
 
 - ``client-id`` (int, required in the deployment engine): this node's client id in our protocols. In
   the simulation engine, where nodes get ``partition-id`` instead, that is used.
-- ``protocols`` (str, default ``"masking"``): comma-separated protocols this node accepts. A round
-  opened with any other protocol is refused, so a server cannot switch a node to plaintext.
+- ``protocols`` (str, default ``"masking"``): comma-separated protocols this node accepts (``masking``,
+  ``plaintext``, ``ckks``). A round or key distribution opened with any other protocol is refused, so a
+  server cannot switch a node to plaintext.
 - ``min-clients`` (int, default 2): rounds with fewer clients are refused (a sum over one client is
   that client's input).
 
@@ -26,6 +27,7 @@ from flwr.clientapp import ClientApp
 
 from ..secagg.errors import InputError
 from ..secagg.machine import RoundSpec
+from .session_keys import SETUP_ACTION, client_setup_step
 from .synthetic import synthetic_input
 from .transport import HELLO_ACTION, ROUND_ACTION, InputSource, NodePolicy, client_step, hello_content
 
@@ -64,7 +66,8 @@ def policy_of(context: Context, default_protocols: str = DEFAULT_PROTOCOLS) -> N
 
 
 def make_client_app(inputs: InputSource = synthetic_inputs, protocols: str = DEFAULT_PROTOCOLS) -> ClientApp:
-    """A ClientApp answering ``query.secure_fal_hello`` and ``query.secure_fal_round``.
+    """A ClientApp answering ``query.secure_fal_hello``, ``query.secure_fal_setup`` (session keys, CKKS) and
+    ``query.secure_fal_round``.
 
     Args:
         inputs: (round spec, client id, workload parameters) -> the client's vector (L,).
@@ -75,6 +78,12 @@ def make_client_app(inputs: InputSource = synthetic_inputs, protocols: str = DEF
     @app.query(HELLO_ACTION)
     def hello(message: Message, context: Context) -> Message:
         return Message(hello_content(client_id_of(context)), reply_to=message)
+
+    @app.query(SETUP_ACTION)
+    def session_keys(message: Message, context: Context) -> Message:
+        answer = client_setup_step(message.content, context.state, client_id_of(context),
+                                   policy_of(context, protocols))
+        return Message(answer, reply_to=message)
 
     @app.query(ROUND_ACTION)
     def secure_round(message: Message, context: Context) -> Message:

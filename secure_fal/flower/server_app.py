@@ -5,7 +5,9 @@ Run config (``flwr run APP_DIR CONNECTION --run-config "protocol='masking' round
 frac-bits, seed, timeout, min-nodes, wait-nodes, result-file. The session id and round ids are those of
 ``Aggregator(protocol, clients, frac_bits=..., seed=seed)``, and the clients' synthetic inputs depend on
 (seed, client id, round) only, so an in-process run with the same seed and the same dropouts gives the
-same result bit for bit (plaintext, masking).
+same result bit for bit (plaintext, masking; CKKS too wherever its error bound guarantees exactness).
+For CKKS the session starts with the in-band key distribution (``session_keys.run_setup``) among the
+discovered clients; its rounds include only the key holders.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from ..secagg.encoding import FixedPoint
 from ..secagg.errors import DropoutError, MessageError, SecAggError
 from ..secagg.machine import RoundSpec
 from .run_config import settings_kwargs, to_run_config
-from .transport import HELLO_TYPE, RECORD, FlowerRound, check_session_free, client_id_from_hello, exchange, run_round
+from .session_keys import SetupOutcome, run_setup
+from .transport import HELLO_TYPE, RECORD, FlowerRound, client_id_from_hello, exchange, needs_session_keys, run_round
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,9 @@ class SessionSettings:
     """Parameters of one session (one ``flwr run``).
 
     Attributes:
-        protocol: 'masking' (default) or 'plaintext'.
-        options: protocol constructor options, e.g. {"neighbours": 4, "threshold": 3}.
+        protocol: 'masking' (default), 'plaintext' or 'ckks'.
+        options: protocol constructor options, e.g. {"neighbours": 4, "threshold": 3} (masking) or
+            {"dealer": 2, "params": {"poly_modulus_degree": 8192}} (ckks).
         rounds: secure sums to run (default 1).
         length: values per input vector L (default 1000).
         bound: public bound on |value| (default 1.0).
@@ -110,23 +114,30 @@ def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: 
     return nodes
 
 
-def run_session(grid: Grid, settings: SessionSettings,
-                on_round: Callable[[FlowerRound], None] | None = None) -> list[FlowerRound]:
-    """Discover the clients, then run ``settings.rounds`` secure sums among the connected ones.
+def run_session(grid: Grid, settings: SessionSettings, on_round: Callable[[FlowerRound], None] | None = None,
+                on_setup: Callable[[SetupOutcome], None] | None = None) -> list[FlowerRound]:
+    """Discover the clients, distribute the session keys if the protocol has any (CKKS: ``run_setup``, then
+    ``on_setup``), then run ``settings.rounds`` secure sums among the connected ones.
 
-    Each round's clients are the discovered clients whose node the SuperLink still lists; round r has
-    round id r and the session id of ``Aggregator(..., seed=settings.seed)``.
+    Each round's clients are the discovered clients (for CKKS: the key holders) whose node the SuperLink
+    still lists; round r has round id r and the session id of ``Aggregator(..., seed=settings.seed)``.
     """
     protocol = make_protocol(settings.protocol, **settings.options)
-    check_session_free(protocol)
     nodes = discover_clients(grid, min_nodes=settings.min_nodes, wait_nodes=settings.wait_nodes,
                              timeout=settings.timeout)
     log.info("clients %s on nodes %s", sorted(nodes), [nodes[c] for c in sorted(nodes)])
     session = random.Random(settings.seed).getrandbits(64)  # as Aggregator(seed=...) draws it
+    holders = set(nodes)
+    if needs_session_keys(protocol):
+        setup = run_setup(grid, settings.protocol, settings.options, session, nodes, timeout=settings.timeout)
+        log.info("keys dealt by client %d to %s in %.2f s", setup.dealer, list(setup.key_holders), setup.seconds)
+        protocol, holders = setup.protocol, set(setup.key_holders)
+        if on_setup is not None:
+            on_setup(setup)
     rounds = []
     for round_id in range(1, settings.rounds + 1):
         online = set(grid.get_node_ids())
-        members = tuple(sorted(c for c, node in nodes.items() if node in online))
+        members = tuple(sorted(c for c, node in nodes.items() if node in online and c in holders))
         if not members:
             raise DropoutError("no client is connected", round_id=round_id)
         spec = RoundSpec(session, round_id, members, settings.length,
@@ -158,10 +169,10 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
 def make_server_app(settings: SessionSettings | None = None, record: dict | None = None) -> ServerApp:
     """A ServerApp running ``run_session``; settings from the run config unless given here.
 
-    The session's record {"settings", "rounds": [round_to_dict, ...]}, plus "error" if the session fails
-    (the error is then re-raised), is kept in ``record`` (when given: filled in place, for callers in
-    the same process, e.g. the simulation engine) and written to ``result_file`` (when set) after every
-    round.
+    The session's record {"settings", "setup" (CKKS only: ``SetupOutcome.to_dict``), "rounds": [round_to_dict,
+    ...]}, plus "error" if the session fails (the error is then re-raised), is kept in ``record`` (when given:
+    filled in place, for callers in the same process, e.g. the simulation engine) and written to
+    ``result_file`` (when set) after the key distribution and after every round.
     """
     app = ServerApp()
 
@@ -176,8 +187,13 @@ def make_server_app(settings: SessionSettings | None = None, record: dict | None
             if s.result_file:
                 write_json(s.result_file, out)
 
+        def on_setup(setup: SetupOutcome) -> None:
+            out["setup"] = setup.to_dict()
+            if s.result_file:
+                write_json(s.result_file, out)
+
         try:
-            run_session(grid, s, on_round)
+            run_session(grid, s, on_round, on_setup)
         except (SecAggError, ValueError) as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"
             if s.result_file:

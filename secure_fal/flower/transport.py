@@ -17,6 +17,9 @@ Envelope (protocols/flower.md):
 - ``query.secure_fal_hello`` (once per session): the node answers ConfigRecord ``secure_fal`` =
   {"client-id": int} with the client id from its node config, so the server can map Flower node ids to
   our client ids.
+- ``query.secure_fal_setup`` (once per session, only for protocols with session keys, i.e. CKKS): the key
+  distribution, in the same envelope (``session_keys.py``); each node keeps its keys in its
+  ``Context.state`` (record ``secure_fal.keys``), where ``client_step`` finds them for the session's rounds.
 
 The server sends one batch per *exchange* and waits up to ``timeout`` seconds for the answers. A node
 that does not answer in time (crashed, unreachable, or answering with an error) is treated exactly like
@@ -25,6 +28,8 @@ closes the phase without it, and it is not addressed again in that round.
 
 Both ends are split into a sans-I/O core working on RecordDicts (``ServerRound``, ``client_step``) and a
 thin Flower layer (``run_round``; ``client_app.py``), so the core is tested without a Flower runtime.
+``ServerExchanges`` (batching, the opening, answer checks, byte counts) and ``drive`` (the Grid loop) are
+shared with the key distribution's ``session_keys.ServerSetup`` / ``run_setup``.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from ..secagg.api import SecureSumProtocol, make_protocol
 from ..secagg.encoding import FixedPoint
 from ..secagg.errors import MessageError, SecAggError
-from ..secagg.machine import RoundSpec
+from ..secagg.machine import RoundSpec, ServerMachine
 from ..secagg.messages import SERVER, peek_header
 from ..secagg.report import Report
 from . import machine_state
@@ -54,6 +59,7 @@ RECORD = "secure_fal"
 OPENING_RECORD = "secure_fal.round"
 WORKLOAD_RECORD = "secure_fal.workload"
 STATE_RECORD = "secure_fal.machine"
+KEYS_RECORD = "secure_fal.keys"  # node state: session id (16 hex digits) -> this client's session keys (bytes)
 HELLO_ACTION = "secure_fal_hello"
 ROUND_ACTION = "secure_fal_round"
 HELLO_TYPE = f"query.{HELLO_ACTION}"
@@ -90,7 +96,7 @@ class RoundOpening:
     """What a client must know to build its machine for a round: protocol, options and public parameters.
 
     Attributes:
-        protocol: protocol name for ``make_protocol`` ('plaintext' or 'masking').
+        protocol: protocol name for ``make_protocol`` ('plaintext', 'masking' or 'ckks').
         options: keyword arguments of the protocol's constructor (JSON-serializable).
         spec: the round's public parameters.
     """
@@ -126,15 +132,46 @@ class RoundOpening:
                                field=OPENING_RECORD) from None
 
 
-def check_session_free(protocol: SecureSumProtocol) -> None:
-    """Raise ValueError for protocols whose session needs a ``setup`` (e.g. CKKS key generation).
+def needs_session_keys(protocol: SecureSumProtocol) -> bool:
+    """True for protocols whose session needs keys made once and shared by the clients (those with a
+    ``setup``: CKKS). Over Flower they are distributed in-band first (``session_keys.py``)."""
+    return type(protocol).setup is not SecureSumProtocol.setup
 
-    Over Flower every party builds its own protocol object, so session-wide secrets made by ``setup``
-    would have to be distributed among the clients first; this transport does not do that yet.
+
+def check_keys_installed(protocol: SecureSumProtocol) -> None:
+    """Raise ValueError when ``protocol`` needs session keys and none are installed on this object.
+
+    A server-side object gets them from the key distribution (``session_keys.ServerSetup(...).outcome()
+    .protocol`` or ``run_setup``), or in-process from ``setup``; its ``key_holders`` then lists the clients
+    holding the keys.
     """
-    if type(protocol).setup is not SecureSumProtocol.setup:
-        raise ValueError(f"protocol {protocol.NAME!r} needs a session setup (shared keys), which the Flower "
-                         "transport does not distribute; use 'masking' or 'plaintext'")
+    if needs_session_keys(protocol) and not getattr(protocol, "key_holders", ()):
+        raise ValueError(f"protocol {protocol.NAME!r} needs session keys and this object has none installed: run "
+                         "the key distribution first (session_keys.ServerSetup or run_setup)")
+
+
+def session_key_name(session: int) -> str:
+    """Key of a session's entry in the node state's ``KEYS_RECORD``: 16 hex digits."""
+    return f"{session:016x}"
+
+
+def load_session_keys(protocol: SecureSumProtocol, state: RecordDict, cid: int, spec: RoundSpec) -> None:
+    """Install this node's keys of ``spec.session`` (from ``state``'s ``KEYS_RECORD``) on a client-side protocol.
+
+    Raises MessageError naming the client, round and field ``secure_fal.keys`` when the node holds none for this
+    session (it missed the key distribution or was not a key holder) or they do not fit the protocol's options.
+    """
+    record = state.config_records.get(KEYS_RECORD)
+    blob = None if record is None else record.get(session_key_name(spec.session))
+    if not isinstance(blob, bytes):
+        raise MessageError(f"this node holds no {protocol.NAME} keys of session {session_key_name(spec.session)} "
+                           "(it missed the key distribution, or is not a key holder)", client=cid,
+                           round_id=spec.round_id, field=KEYS_RECORD)
+    try:
+        protocol.load_client_keys(cid, blob)
+    except SecAggError as exc:
+        raise MessageError(f"stored keys do not fit this round's protocol options: {exc.what}", client=cid,
+                           round_id=spec.round_id, field=KEYS_RECORD) from None
 
 
 # -- server side ---------------------------------------------------------------------------------------
@@ -189,8 +226,8 @@ class FlowerRound:
     seconds: float
 
 
-class ServerRound:
-    """The server side of one round over Flower, sans-I/O: batches out, answers in.
+class ServerExchanges:
+    """A server machine driven over Flower, sans-I/O: batches out, answers in.
 
     ``next_batches()`` gives client id -> RecordDict to send in the next exchange (empty once done);
     ``take_answers(answers)`` feeds what came back: client id -> reply RecordDict, or an error text for a
@@ -198,22 +235,25 @@ class ServerRound:
     taken only if every message in it is signed by that client and accepted by the server machine;
     otherwise it is logged in ``wire.rejected`` and the client counts as not having answered.
 
+    Shared by ``ServerRound`` (a secure sum) and ``session_keys.ServerSetup`` (a key distribution).
+
     Args:
-        protocol: the session's protocol object; ``options`` its constructor arguments (sent to clients).
-        spec: the round's public parameters.
-        workload: parameters for the clients' input source (ConfigRecord values).
+        machine: the server machine (``start``/``receive``/``on_timeout``, ``phase``, ``done``): a
+            ``ServerMachine``, or ``ckks_keys.KeyServer`` which has the same interface.
+        report: filled with the bytes of our messages per client and the machine's seconds per phase.
+        opening: records added to the first batch sent to each client (name -> ConfigRecord).
+        round_id: the round id named in errors and log lines.
+        max_stalls: timeouts in a row without any message to send after which the exchange is declared stalled.
     """
 
-    def __init__(self, protocol: SecureSumProtocol, options: Mapping[str, object], spec: RoundSpec,
-                 workload: Mapping[str, object] | None = None) -> None:
-        check_session_free(protocol)
-        self.protocol = protocol
-        self.spec = spec
-        self.server = protocol.server(spec)
-        self.report = Report(protocol.NAME, spec.round_id, spec.length, spec.clients)
+    def __init__(self, machine: ServerMachine, report: Report, opening: Mapping[str, ConfigRecord], round_id: int,
+                 max_stalls: int) -> None:
+        self.server = machine
+        self.report = report
         self.wire = WireCosts()
-        self._opening = RoundOpening(protocol.NAME, options, spec).to_record()
-        self._workload = ConfigRecord(dict(workload or {}))
+        self._opening = dict(opening)
+        self._round_id = round_id
+        self._max_stalls = max_stalls
         self._opened: set[int] = set()
         self._asked: set[int] = set()
         self._outbox = self._timed(self.server.start)
@@ -232,14 +272,13 @@ class ServerRound:
     def next_batches(self) -> dict[int, RecordDict]:
         """What to send now, per client; calls the machine's ``on_timeout`` when nothing is pending.
 
-        Raises what ``on_timeout`` raises (e.g. DropoutError) and SecAggError if the round stalls.
+        Raises what ``on_timeout`` raises (e.g. DropoutError) and SecAggError if the exchange stalls.
         """
         stalls = 0
         while not self._outbox and not self.server.done:
             stalls += 1
-            if stalls > len(self.protocol.CLIENT_PHASES) + 4:
-                raise SecAggError(f"round stalled in server phase {self.server.phase!r}",
-                                  round_id=self.spec.round_id)
+            if stalls > self._max_stalls:
+                raise SecAggError(f"stalled in server phase {self.server.phase!r}", round_id=self._round_id)
             self._outbox = self._timed(self.server.on_timeout)
         batches: dict[int, list[bytes]] = {}
         for data in self._outbox:
@@ -249,8 +288,8 @@ class ServerRound:
         for cid, batch in batches.items():
             content = pack_messages(batch)
             if cid not in self._opened:
-                content.config_records[OPENING_RECORD] = self._opening
-                content.config_records[WORKLOAD_RECORD] = self._workload
+                for name, record in self._opening.items():
+                    content.config_records[name] = record
                 self._opened.add(cid)
             self.report.bytes_down[cid] += sum(len(d) for d in batch)
             out[cid] = content
@@ -260,7 +299,7 @@ class ServerRound:
     def reject(self, line: str) -> None:
         """Record (and log) an answer that was not taken."""
         self.wire.rejected.append(line)
-        log.warning("round %d: %s", self.spec.round_id, line)
+        log.warning("round %d: %s", self._round_id, line)
 
     def take_answers(self, answers: Mapping[int, RecordDict | str]) -> None:
         """Feed the answers of the exchange ``next_batches`` opened, in client id order."""
@@ -271,14 +310,14 @@ class ServerRound:
                 self.reject(f"answer from client {cid}, which was not asked in this exchange")
                 continue
             if isinstance(answer, str):
-                self.reject(f"client {cid}, round {self.spec.round_id}: error reply: {answer}")
+                self.reject(f"client {cid}, round {self._round_id}: error reply: {answer}")
                 continue
             try:
-                for data in unpack_messages(answer, client=cid, round_id=self.spec.round_id):
+                for data in unpack_messages(answer, client=cid, round_id=self._round_id):
                     sender = peek_header(data).sender
                     if sender != cid:
                         raise MessageError(f"answer carries a message signed as sender {sender}", client=cid,
-                                           round_id=self.spec.round_id, field="sender")
+                                           round_id=self._round_id, field="sender")
                     self.report.bytes_up[cid] += len(data)
                     self._outbox += self._timed(self.server.receive, data)
                 answered.add(cid)
@@ -286,6 +325,29 @@ class ServerRound:
                 self.reject(str(exc))
         self.wire.unanswered.append(tuple(sorted(self._asked - answered)))
         self._asked = set()
+
+
+class ServerRound(ServerExchanges):
+    """The server side of one secure sum over Flower, sans-I/O (``ServerExchanges``).
+
+    Args:
+        protocol: the session's protocol object; ``options`` its constructor arguments (sent to clients).
+            A protocol with session keys (CKKS) must have them installed (``session_keys``), and
+            ``spec.clients`` must be among its key holders (else ``protocol.server`` raises InputError
+            naming the first client that holds no key).
+        spec: the round's public parameters.
+        workload: parameters for the clients' input source (ConfigRecord values).
+    """
+
+    def __init__(self, protocol: SecureSumProtocol, options: Mapping[str, object], spec: RoundSpec,
+                 workload: Mapping[str, object] | None = None) -> None:
+        check_keys_installed(protocol)
+        self.protocol = protocol
+        self.spec = spec
+        opening = {OPENING_RECORD: RoundOpening(protocol.NAME, options, spec).to_record(),
+                   WORKLOAD_RECORD: ConfigRecord(dict(workload or {}))}
+        super().__init__(protocol.server(spec), Report(protocol.NAME, spec.round_id, spec.length, spec.clients),
+                         opening, spec.round_id, len(protocol.CLIENT_PHASES) + 4)
 
     def outcome(self, seconds: float) -> FlowerRound:
         """The finished round (call once ``done``)."""
@@ -313,38 +375,21 @@ def exchange(grid: Grid, messages: list[Message], timeout: float, poll_s: float 
     return replies
 
 
-def run_round(grid: Grid, protocol: SecureSumProtocol, options: Mapping[str, object], spec: RoundSpec,
-              nodes: Mapping[int, int], *, timeout: float, workload: Mapping[str, object] | None = None,
-              poll_s: float = 0.1) -> FlowerRound:
-    """Run one secure sum with the server machine here and client ``c``'s machine on node ``nodes[c]``.
+def drive(grid: Grid, state: ServerExchanges, nodes: Mapping[int, int], *, message_type: str, group: str,
+          timeout: float, poll_s: float = 0.1) -> None:
+    """Run ``state``'s exchanges over the Grid until it is done (or raises), filling ``state.wire``.
 
-    Args:
-        grid: the ServerApp's Grid.
-        protocol: the session's protocol object (built from ``protocol.NAME`` and ``options``).
-        options: the protocol constructor's keyword arguments, sent to every client.
-        spec: the round's public parameters; every id in ``spec.clients`` must be in ``nodes``.
-        nodes: client id -> Flower node id.
-        timeout: seconds to wait for the answers of each exchange; later answers are ignored.
-        workload: parameters for the clients' input source (ConfigRecord values only).
-        poll_s: seconds between polls of the SuperLink for replies.
-
-    Returns:
-        FlowerRound. Raises what the server machine raises (e.g. DropoutError when too few clients
-        answered), and SecAggError if the round stalls.
+    Exchange i goes out as Flower Messages of ``message_type`` with group id ``"<group>.<i>"`` and TTL
+    ``timeout + TTL_SLACK_S``; answers are collected for ``timeout`` seconds (``exchange``).
     """
-    missing = [c for c in spec.clients if c not in nodes]
-    if missing:
-        raise ValueError(f"clients {missing} of round {spec.round_id} have no Flower node")
     client_of = {node: cid for cid, node in nodes.items()}
-    t_round = time.perf_counter()
-    state = ServerRound(protocol, options, spec, workload)
     wire = state.wire
     while batches := state.next_batches():
         t0 = time.perf_counter()
-        group = f"{spec.round_id}.{len(wire.exchange_seconds)}"
+        label = f"{group}.{len(wire.exchange_seconds)}"
         messages = []
         for cid, content in batches.items():
-            msg = Message(content, nodes[cid], ROUND_TYPE, group_id=group, ttl=timeout + TTL_SLACK_S)
+            msg = Message(content, nodes[cid], message_type, group_id=label, ttl=timeout + TTL_SLACK_S)
             wire.bytes_down[cid] = wire.bytes_down.get(cid, 0) + flower_bytes(msg)
             messages.append(msg)
         answers: dict[int, RecordDict | str] = {}
@@ -360,6 +405,34 @@ def run_round(grid: Grid, protocol: SecureSumProtocol, options: Mapping[str, obj
                 answers[cid] = reply.content
         state.take_answers(answers)
         wire.exchange_seconds.append(time.perf_counter() - t0)
+
+
+def run_round(grid: Grid, protocol: SecureSumProtocol, options: Mapping[str, object], spec: RoundSpec,
+              nodes: Mapping[int, int], *, timeout: float, workload: Mapping[str, object] | None = None,
+              poll_s: float = 0.1) -> FlowerRound:
+    """Run one secure sum with the server machine here and client ``c``'s machine on node ``nodes[c]``.
+
+    Args:
+        grid: the ServerApp's Grid.
+        protocol: the session's protocol object (built from ``protocol.NAME`` and ``options``; with its
+            session keys installed for CKKS: ``session_keys.run_setup(...).protocol``).
+        options: the protocol constructor's keyword arguments, sent to every client.
+        spec: the round's public parameters; every id in ``spec.clients`` must be in ``nodes``.
+        nodes: client id -> Flower node id.
+        timeout: seconds to wait for the answers of each exchange; later answers are ignored.
+        workload: parameters for the clients' input source (ConfigRecord values only).
+        poll_s: seconds between polls of the SuperLink for replies.
+
+    Returns:
+        FlowerRound. Raises what the server machine raises (e.g. DropoutError when too few clients
+        answered), and SecAggError if the round stalls.
+    """
+    missing = [c for c in spec.clients if c not in nodes]
+    if missing:
+        raise ValueError(f"clients {missing} of round {spec.round_id} have no Flower node")
+    t_round = time.perf_counter()
+    state = ServerRound(protocol, options, spec, workload)
+    drive(grid, state, nodes, message_type=ROUND_TYPE, group=str(spec.round_id), timeout=timeout, poll_s=poll_s)
     return state.outcome(time.perf_counter() - t_round)
 
 
@@ -400,7 +473,9 @@ def client_step(content: RecordDict, state: RecordDict, cid: int, inputs: InputS
     """Feed one batch from the server to this client's machine; return the answer's content.
 
     ``state`` is the node's ``Context.state``. The machine is built on the round's opening (after
-    checking it against the node's ``policy``), kept in ``state`` between batches (``machine_state``),
+    checking it against the node's ``policy``) and, for a protocol with session keys (CKKS), on this node's
+    keys of the round's session (``load_session_keys``: MessageError naming client, round and field
+    ``secure_fal.keys`` when the node has none); it is kept in ``state`` between batches (``machine_state``)
     and removed once done. Raises SecAggError (naming client, round and field) on a refused or malformed
     batch; the stored machine is then left as it was before this batch.
     """
@@ -415,7 +490,8 @@ def client_step(content: RecordDict, state: RecordDict, cid: int, inputs: InputS
             raise MessageError(f"round of {len(opening.spec.clients)} clients refused; this node needs at least "
                                f"{policy.min_clients}", client=cid, round_id=round_id, field="clients")
         protocol = make_protocol(opening.protocol, **opening.options)
-        check_session_free(protocol)
+        if needs_session_keys(protocol):
+            load_session_keys(protocol, state, cid, opening.spec)
         workload = dict(content.config_records.get(WORKLOAD_RECORD, ConfigRecord()))
         machine = protocol.client(cid, opening.spec, inputs(opening.spec, cid, workload))
     else:

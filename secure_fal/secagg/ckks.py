@@ -7,10 +7,12 @@ Flow of a round (spec: protocols/ckks.md):
     server -> decryptor         DecryptRequest   the sum of the received ciphertexts, and who is in it
     decryptor -> server         DecryptedSum     round(M * decryption): the integer sum on the grid, packed
 
-Keys: ``CKKSProtocol.setup`` runs once per session: a key dealer (a client, by default the smallest id, or a
-separate key authority) generates the secret key and hands the secret context to every client over an
-out-of-band channel; the server gets a public context (parameters only, no key). The decryptor is the dealer
-when it contributed to the round, otherwise the smallest contributing client; if it does not answer, the
+Keys, once per session, by either of two paths that end in the same ``install_server_keys`` /
+``install_client_key``: ``CKKSProtocol.setup`` (in-process: a key dealer, by default the smallest client id, or a
+separate key authority, generates the keys on this one object and hands each client its secret context out of
+band), or the in-band key distribution of ``ckks_keys.py`` (``key_setup``; used over Flower, where every party
+has its own protocol object). The server gets a public context (parameters only, no key). The decryptor is the
+dealer when it contributed to the round, otherwise the smallest contributing client; if it does not answer, the
 server asks the next contributing client; when none is left the round fails with DropoutError.
 """
 
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .api import SecureSumProtocol
 from .ckks_context import CKKSContext
+from .ckks_keys import KeySetup
 from .ckks_params import CKKSParams, RoundPlan
 from .errors import DecryptionError, DropoutError, InputError, MessageError
 from .machine import ClientMachine, RoundSpec, ServerMachine
@@ -227,6 +230,15 @@ class CKKSClient(ClientMachine):
         rounded = np.clip(np.rint(total), -n * enc.max_abs_int, n * enc.max_abs_int).astype(np.int64)
         return enc.pack(enc.to_ring(rounded))
 
+    def __getstate__(self) -> dict:
+        """Picklable (e.g. kept in a Flower node's state between messages): the context as its bytes."""
+        state = dict(self.__dict__)
+        state["context"] = self.context.serialize()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**state, "context": CKKSContext.from_bytes(state["context"])})
+
 
 @dataclass(frozen=True)
 class SetupCost:
@@ -251,25 +263,35 @@ class CKKSProtocol(SecureSumProtocol):
     """CKKS homomorphic encryption (TenSEAL's SEAL bindings); the server never holds the secret key.
 
     Args:
-        params: CKKS parameters; default ``CKKSParams()`` (N = 4096, one 60-bit prime, automatic scale,
-            symmetric encryption).
+        params: CKKS parameters, or a mapping of ``CKKSParams`` fields (e.g. JSON options over Flower:
+            ``{"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": [60]}``); default ``CKKSParams()`` (N = 4096,
+            one 60-bit prime, automatic scale, symmetric encryption).
         dealer: client id that generates the keys and is the preferred decryptor; default the smallest id.
         key_authority: True: a separate party generates the keys (no client is dealer); the decryptor is then
-            the smallest contributing client.
+            the smallest contributing client. In-process ``setup`` only (the in-band distribution needs a dealer
+            client).
+
+    Keys come from ``setup`` (in-process, all keys on this one object) or are installed on each party's own
+    object after the in-band distribution of ``ckks_keys.py`` (``key_setup``): ``install_server_keys`` on the
+    server's, ``install_client_key`` / ``load_client_keys`` on a client's. Both paths install through the same
+    two methods, and ``server`` / ``client`` then build the same machines.
     """
 
     NAME = "ckks"
     CLIENT_PHASES = ("input", "decrypt")
     PHASE_OF_KIND = {EncryptedInput.KIND: "input", DecryptedSum.KIND: "decrypt"}
 
-    def __init__(self, params: CKKSParams | None = None, *, dealer: int | None = None,
+    def __init__(self, params: CKKSParams | Mapping[str, object] | None = None, *, dealer: int | None = None,
                  key_authority: bool = False) -> None:
         if dealer is not None and key_authority:
             raise ValueError("choose a dealer client or a key authority, not both")
+        if isinstance(params, Mapping):
+            params = CKKSParams(**params)
         self.params = params or CKKSParams()
         self.key_authority = key_authority
         self._dealer_choice = dealer
         self.dealer: int | None = None
+        self.key_holders: tuple[int, ...] = ()
         self.setup_cost: SetupCost | None = None
         self._server_context: CKKSContext | None = None
         self._client_contexts: dict[int, CKKSContext] = {}
@@ -284,25 +306,98 @@ class CKKSProtocol(SecureSumProtocol):
             raise ValueError("a CKKS session needs at least one client")
         if self._dealer_choice is not None and self._dealer_choice not in clients:
             raise ValueError(f"dealer {self._dealer_choice} is not a client of the session {clients}")
-        self.dealer = None if self.key_authority else (
+        dealer = None if self.key_authority else (
             self._dealer_choice if self._dealer_choice is not None else clients[0])
         t0 = time.perf_counter()
         keys = CKKSContext.generate(self.params)
         keygen_seconds = time.perf_counter() - t0
         secret, public = keys.serialize(), keys.make_public().serialize()
-        self._client_contexts = {cid: keys if cid == self.dealer else CKKSContext.from_bytes(secret)
-                                 for cid in clients}
-        self._server_context = CKKSContext.from_bytes(public)
-        receivers = len(clients) - (self.dealer is not None)
-        self.setup_cost = SetupCost(self.dealer, len(secret), len(public), receivers * len(secret) + len(public),
+        self.install_server_keys(CKKSContext.from_bytes(public), clients, dealer)
+        self._client_contexts = {}
+        for cid in clients:
+            self.install_client_key(cid, keys if cid == dealer else CKKSContext.from_bytes(secret))
+        receivers = len(clients) - (dealer is not None)
+        self.setup_cost = SetupCost(dealer, len(secret), len(public), receivers * len(secret) + len(public),
                                     keygen_seconds)
 
+    def key_setup(self, session: int, members: Sequence[int]) -> KeySetup:
+        """Public parameters of the in-band key distribution (``ckks_keys``) for ``members`` of ``session``:
+        the dealer is the ``dealer`` option, else the smallest member.
+
+        Raises:
+            ValueError: no members, a dealer that is not a member, or ``key_authority=True``.
+        """
+        if self.key_authority:
+            raise ValueError("key_authority=True has no dealer client: the in-band key distribution needs one "
+                             "(use dealer=<client id> or the default, the smallest member)")
+        members = tuple(sorted(set(members)))
+        if not members:
+            raise ValueError("a CKKS session needs at least one member")
+        dealer = self._dealer_choice if self._dealer_choice is not None else members[0]
+        if dealer not in members:
+            raise ValueError(f"dealer {dealer} is not a member of the session {list(members)}")
+        return KeySetup(session, members, dealer, self.params)
+
+    def install_server_keys(self, public_context: CKKSContext, key_holders: Sequence[int],
+                            dealer: int | None) -> None:
+        """Make this the server's object of a session whose keys are distributed.
+
+        Args:
+            public_context: the session's public context (parameters only; a context with a key is refused).
+            key_holders: the clients that hold the secret key; every round's clients must be among them.
+            dealer: the client that generated the keys (preferred decryptor), or None for a key authority.
+
+        Raises:
+            ValueError: a private context, other parameters than this object's, no key holder, or a dealer that
+                holds no key.
+        """
+        if public_context.is_private():
+            raise ValueError("the CKKS server must not hold the secret key")
+        if public_context.params != self.params:
+            raise ValueError(f"public context has parameters {public_context.params}, this session's are "
+                             f"{self.params}")
+        holders = tuple(sorted(set(key_holders)))
+        if not holders:
+            raise ValueError("a CKKS session needs at least one key holder")
+        if dealer is not None and dealer not in holders:
+            raise ValueError(f"dealer {dealer} is not among the key holders {list(holders)}")
+        self._server_context, self.key_holders, self.dealer = public_context, holders, dealer
+
+    def install_client_key(self, cid: int, context: CKKSContext) -> None:
+        """Give client ``cid`` its private context (on a Flower node: the node's own client only).
+
+        Raises:
+            InputError: (client ``cid``, field "context") a context without the secret key or with other
+                parameters than this object's.
+        """
+        if not context.is_private():
+            raise InputError("client context holds no secret key", client=cid, field="context")
+        if context.params != self.params:
+            raise InputError(f"the key has parameters {context.params}, this session's are {self.params}",
+                             client=cid, field="context")
+        self._client_contexts[cid] = context
+
+    def load_client_keys(self, cid: int, data: bytes) -> None:
+        """``install_client_key`` from a serialized private context (``CKKSContext.serialize``: what a node
+        keeps in its state after the key distribution); InputError naming the client on bad bytes."""
+        try:
+            context = CKKSContext.from_bytes(data)
+        except ValueError as exc:
+            raise InputError(f"stored CKKS key unusable: {exc}", client=cid, field="context") from None
+        self.install_client_key(cid, context)
+
     def server(self, spec: RoundSpec) -> ServerMachine:
-        self._check_setup(spec)
+        if self._server_context is None:
+            raise ValueError("no CKKS keys on this object: run setup(clients, rng), or install_server_keys(...) "
+                             "after a key distribution, before the first round")
+        outsiders = [c for c in spec.clients if c not in self.key_holders]
+        if outsiders:
+            raise InputError(f"holds no key of this CKKS session: a round may only include the key holders "
+                             f"{list(self.key_holders)}", client=outsiders[0], round_id=spec.round_id,
+                             field="clients")
         return CKKSServer(spec, self._server_context, self.dealer)
 
     def client(self, cid: int, spec: RoundSpec, vector: np.ndarray) -> ClientMachine:
-        self._check_setup(spec)
         if cid not in self._client_contexts:
             raise InputError("holds no key of this CKKS session", client=cid, round_id=spec.round_id, field="cid")
         return CKKSClient(cid, spec, vector, self._client_contexts[cid])
@@ -310,11 +405,3 @@ class CKKSProtocol(SecureSumProtocol):
     def error_bound(self, spec: RoundSpec, n_inputs: int) -> float:
         """Input rounding, plus the CKKS error when it is not guaranteed to vanish (see RoundPlan)."""
         return RoundPlan.for_round(self.params, spec).error_bound(n_inputs)
-
-    def _check_setup(self, spec: RoundSpec) -> None:
-        if self._server_context is None:
-            raise ValueError("CKKSProtocol.setup(clients, rng) must run before the first round")
-        missing = sorted(set(spec.clients) - set(self._client_contexts))
-        if missing:
-            raise InputError("holds no key of this CKKS session", client=missing[0], round_id=spec.round_id,
-                             field="cid")

@@ -156,6 +156,70 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- flower-app -------------------------------------------------------------------------------------------
+
+def add_flower_app(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "flower-app", help="write the Flower App directory and run config of a FAL experiment",
+        description="Write DIR/pyproject.toml (the FAL ServerApp and ClientApp, for `flwr run`) and "
+                    "DIR/run-config.toml (the experiment and the server settings), then print the commands that "
+                    "start a SuperLink, one SuperNode per client and the run. Strategies s-al, f-al, fal-local, "
+                    "fal-global, fairfal; protocols masking, ckks, plaintext. See protocols/flower.md.")
+    p.add_argument("config", help="TOML config of the experiment (as for `secure-fal run`)")
+    p.add_argument("--out", required=True, help="the App directory to write")
+    p.add_argument("--min-nodes", type=int, help="SuperNodes that must connect before the run starts "
+                                                  "(default: the config's number of clients)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds the server waits per exchange (default 30)")
+    p.add_argument("--wait-nodes", type=float, default=120.0, help="seconds to wait for the nodes (default 120)")
+    p.add_argument("--result-file", default="", help="JSON record the ServerApp writes after every cycle")
+    for flag, kind in (("--protocol", str), ("--strategy", str), ("--sampler", str), ("--seed", int),
+                       ("--device", str), ("--cycles", int), ("--rounds", int), ("--local-epochs", int),
+                       ("--clients", int), ("--budget", int)):
+        p.add_argument(flag, type=kind, help=f"override {RUN_OVERRIDES[flag[2:].replace('-', '_')]}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    p.set_defaults(func=run_flower_app)
+
+
+def run_flower_app(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .experiment import ConfigError, load_config, parse_override
+
+    try:
+        from .flower.app_bundle import FAL_APPS, toml_table, write_app_dir
+        from .flower.fal_server import FLOWER_STRATEGIES, FalSettings, fal_run_config
+    except ImportError as exc:
+        print(f"secure-fal flower-app: error: {exc} (install the extra: pip install 'secure_fal[flower]')",
+              file=sys.stderr)
+        return 1
+    try:
+        overrides = dict(parse_override(text) for text in args.set)
+        overrides.update({key: getattr(args, dest) for dest, key in RUN_OVERRIDES.items()
+                          if getattr(args, dest) is not None})
+        config = load_config(args.config, overrides)
+        if config.active.strategy not in FLOWER_STRATEGIES:
+            raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
+                              f"{', '.join(FLOWER_STRATEGIES)}")
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"secure-fal flower-app: error: {exc}", file=sys.stderr)
+        return 1
+    out = write_app_dir(args.out, FalSettings().to_run_config(), name="secure-fal-fal", what="FAL experiments",
+                        apps=FAL_APPS)
+    run_config = fal_run_config(config, timeout=args.timeout, min_nodes=args.min_nodes or config.data.clients,
+                                wait_nodes=args.wait_nodes, result_file=args.result_file)
+    (out / "run-config.toml").write_text(toml_table(run_config) + "\n")
+    protocol = config.secure.protocol
+    print(f"wrote {out / 'pyproject.toml'}, {out / 'run-config.toml'} ({config.active.strategy}, {protocol}, "
+          f"{config.data.clients} clients)\n"
+          "every machine: pip install 'secure_fal[flower]'; drop --insecure for TLS (protocols/flower.md)\n"
+          "  flower-superlink --insecure --host 0.0.0.0 --port 9093 --disable-runtime-dependency-installation\n"
+          "  flower-supernode --insecure --superlink SUPERLINK:9093 --host 127.0.0.1 --port 9094 "
+          f"--node-config \"client-id=K protocols='{protocol}'\"   # K = 0..{config.data.clients - 1}, one per client\n"
+          f"  flwr run {out} CONNECTION --stream --run-config {out / 'run-config.toml'}"
+          "   # CONNECTION: a [superlink.NAME] entry of $FLWR_HOME/config.toml")
+    return 0
+
+
 # -- bench ------------------------------------------------------------------------------------------------
 
 def add_bench(subparsers: argparse._SubParsersAction) -> None:
@@ -219,7 +283,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 # -- entry point ------------------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_flower_app, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

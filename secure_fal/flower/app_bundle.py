@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 SECURE_SUM_APPS = ("secure_fal.flower.server_app:app", "secure_fal.flower.client_app:app")
+FAL_APPS = ("secure_fal.flower.fal_server:app", "secure_fal.flower.fal_client:app")
 ConfigValue = bool | int | float | str
 
 _TEMPLATE = """\

@@ -1,19 +1,27 @@
-"""The FAL ServerApp: an F-AL experiment (FedAvg, then local selection, per cycle) driven over Flower.
+"""The FAL ServerApp: a FAL experiment (FedAvg, then selection, per cycle) driven over Flower.
 
 Run config (``flwr run APP_DIR CONN --run-config ...``; defaults in ``FalSettings``): ``experiment`` (JSON of
-``ExperimentConfig.to_dict()``; strategy ``f-al``, protocol ``masking`` or ``plaintext``), ``timeout`` (s per
-exchange), ``min-nodes``, ``wait-nodes`` (s), ``result-file``.
+``ExperimentConfig.to_dict()``; a federated strategy: s-al, f-al, fal-local, fal-global, fairfal; protocol
+plaintext, masking or ckks), ``timeout`` (s per exchange), ``min-nodes``, ``wait-nodes`` (s), ``result-file``.
 
 Per cycle c, as ``run_experiment`` does in-process (same seeds: ``derive_seed(seed, "init" | "fedavg" |
-"secagg", c)``, ``client_seed``):
+"secagg", c)``, ``client_seed``), within one secure-aggregation session per cycle (the session id of
+``Aggregator(seed=derive_seed(seed, "secagg", c))``; CKKS: its keys are distributed first, in band), whose
+secure sums are numbered 1, 2, ... in the order the in-process strategy calls ``Aggregator.sum``:
 
-1. a fresh global model (seed ``init``); per FedAvg round r the server opens a secure sum of length L + 1
-   whose opening carries the global model; each client trains locally and its input is [n_k * delta, n_k];
-   the server sets global += sum(n_k delta_k) / sum(n_k) over the contributors. The session id of cycle c is
-   that of ``Aggregator(seed=derive_seed(seed, "secagg", c))`` and rounds are numbered 1, 2, ...;
+1. a fresh global model (seed ``init``); per FedAvg round r a secure sum of length L + 1 whose opening carries
+   the global model; each client trains locally and its input is [n_k * delta, n_k]; the server sets
+   global += sum(n_k delta_k) / sum(n_k) over the contributors;
 2. the server evaluates the global model on the test set;
-3. except in the last cycle, it sends every client the global model and its budget share; clients select
-   and label locally and acknowledge.
+3. except in the last cycle, selection (protocols/flower.md, "FAL experiments over Flower"):
+   - s-al, f-al, fal-local: every client selects alone (with its local-only, the global, or the fine-tuned
+     global model);
+   - fairfal: at the first query one secure sum of [gamma_k, 1] (gamma_bar, then kept), then every client
+     chooses its query model and selects;
+   - fal-global: every client keeps its uncertain candidates; secure federated k-means (per-cluster counts,
+     sums, squares) gives public centroids; with quota each client picks its share near them, without
+     quota the secure ownership bisection decides who labels each centroid's closest candidate.
+   Clients answer only how many samples they labeled.
 
 What the server knows of the data: the dataset's test set and train-set size (public), never a pool. So the
 per-client budget is the even share of ``split_budget`` (a client with fewer unlabeled samples labels what it
@@ -24,6 +32,7 @@ sizes the ring, the sum is the same).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -33,6 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
@@ -40,6 +50,8 @@ from ..data import load_dataset, long_tail_indices
 from ..experiment.config import ExperimentConfig
 from ..experiment.setup import build_trainer, cycle_budget, split_budget
 from ..federated.fedavg import StateVector
+from ..federated.kmeans import FederatedKMeans
+from ..federated.ownership import owner_thresholds
 from ..secagg.api import make_protocol
 from ..secagg.encoding import FixedPoint
 from ..secagg.errors import DropoutError, MessageError, SecAggError
@@ -48,7 +60,8 @@ from ..strategies import ClientPools, derive_seed
 from .fal_client import SELECT_RECORD, SELECT_TYPE
 from .server_app import discover_clients, write_json
 from .run_config import settings_kwargs, to_run_config
-from .transport import ROUND_TYPE, TTL_SLACK_S, ServerRound, check_session_free, exchange, flower_bytes
+from .session_keys import SETUP_TYPE, ServerSetup
+from .transport import ROUND_TYPE, TTL_SLACK_S, FlowerRound, ServerRound, exchange, flower_bytes, needs_session_keys
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +107,84 @@ def public_data(config: ExperimentConfig) -> tuple[ClientPools, int]:
     return ClientPools(data.x_test, data.y_test, (), data.x_test, data.y_test, data.num_classes), n_train
 
 
-class FalServer:
-    """The server side of an F-AL experiment over a ``Channel`` (Flower's Grid, or a test's loop).
+FLOWER_STRATEGIES = ("s-al", "f-al", "fal-local", "fal-global", "fairfal")
+"""Strategies that run over Flower: the federated ones (the bounds never aggregate across clients)."""
+
+
+class CycleSession:
+    """The secure-aggregation session of one cycle over a ``Channel``: secure sums numbered 1, 2, ...
 
     Args:
-        config: the experiment; strategy must be ``f-al``.
+        server: the FalServer (channel, protocol name and options, fixed-point bits).
+        cycle: the cycle index; the session id is that of the cycle's in-process ``Aggregator``.
+        members: the clients reachable at the start; with CKKS they receive the session's keys first, and
+            only the key holders take part in the sums.
+    """
+
+    def __init__(self, server: FalServer, cycle: int, members: tuple[int, ...]) -> None:
+        self.server, self.cycle = server, cycle
+        self.session = random.Random(derive_seed(server.config.seed, "secagg", cycle)).getrandbits(64)
+        self.round_id = 0
+        self.records: list[dict] = []
+        secure = server.config.secure
+        self.protocol = make_protocol(secure.protocol, **secure.options)
+        self.holders: set[int] | None = None
+        self.setup: dict | None = None
+        if needs_session_keys(self.protocol):
+            setup = ServerSetup(secure.protocol, secure.options, self.session, members)
+            t0 = time.perf_counter()
+            server.drive(setup, SETUP_TYPE, f"{cycle}.setup")
+            outcome = setup.outcome(time.perf_counter() - t0)
+            self.protocol, self.holders = outcome.protocol, set(outcome.key_holders)
+            self.setup = outcome.to_dict()
+
+    def members(self, among: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """The reachable clients (of ``among``, default all) that may take part in a sum."""
+        up = self.server.online()
+        out = tuple(k for k in (among or self.server.clients)
+                    if k in up and (self.holders is None or k in self.holders))
+        if not out:
+            raise DropoutError("no client is reachable", round_id=self.round_id + 1, field=f"cycle {self.cycle}")
+        return out
+
+    def sum(self, kind: str, length: int, bound: float, workload: Mapping[str, object],
+            members: tuple[int, ...] | None = None) -> FlowerRound:
+        """One secure sum of ``kind`` ('fedavg' | 'gamma' | 'kmeans' | 'owners') over ``members`` (default all
+        reachable clients); ``workload`` goes to the clients' input source. Appends a record to ``records``."""
+        members = members or self.members()
+        self.round_id += 1
+        spec = RoundSpec(self.session, self.round_id, members, length,
+                         FixedPoint(bound, self.server.config.secure.frac_bits, len(members)))
+        state = ServerRound(self.protocol, self.server.config.secure.options, spec,
+                            {"kind": kind, "cycle": self.cycle, **workload})
+        t0 = time.perf_counter()
+        self.server.drive(state, ROUND_TYPE, f"{self.cycle}.{self.round_id}")
+        result = state.outcome(time.perf_counter() - t0)
+        self.records.append({"kind": kind, "round": self.round_id, "length": length, "members": list(members),
+                             "contributors": list(result.contributors), "seconds": result.seconds,
+                             "protocol_bytes": result.report.total_bytes,
+                             "unanswered": [list(u) for u in result.wire.unanswered],
+                             "rejected": list(result.wire.rejected),
+                             "exchange_seconds": list(result.wire.exchange_seconds)})
+        return result
+
+
+class FalServer:
+    """The server side of a FAL experiment over a ``Channel`` (Flower's Grid, or a test's loop).
+
+    Args:
+        config: the experiment; strategy one of ``FLOWER_STRATEGIES``.
         clients: the client ids taking part (discovered), each 0 <= id < data.clients.
         channel: sends one batch of messages and returns the answers that came back in time.
-        online: returns the client ids still reachable (asked before every round and selection).
+        online: returns the client ids still reachable (asked before every sum and request).
     """
 
     def __init__(self, config: ExperimentConfig, clients: tuple[int, ...], channel: Channel,
                  online: Callable[[], set[int]] | None = None) -> None:
-        if config.active.strategy != "f-al":
-            raise ValueError(f"the Flower FAL server runs strategy 'f-al', not {config.active.strategy!r}")
-        self.protocol = make_protocol(config.secure.protocol, **config.secure.options)
-        check_session_free(self.protocol)
+        if config.active.strategy not in FLOWER_STRATEGIES:
+            raise ValueError(f"strategy {config.active.strategy!r} does not run over Flower (it never aggregates "
+                             f"across clients); choose one of {', '.join(FLOWER_STRATEGIES)}")
+        make_protocol(config.secure.protocol, **config.secure.options)  # fail early on a bad protocol
         bad = [c for c in clients if not 0 <= c < config.data.clients]
         if bad:
             raise MessageError(f"no such client in an experiment of {config.data.clients}", client=bad[0],
@@ -120,80 +195,125 @@ class FalServer:
         self.x_test, self.y_test = holder.x_test, holder.y_test
         self.trainer = build_trainer(config, holder)
         self.budget = cycle_budget(config, self.n_train)
+        self.share = dict(zip(self.clients, split_budget(self.budget, [self.budget] * len(self.clients))))
         self.weight_bound = float(2 ** math.ceil(math.log2(max(self.n_train, 1))))
+        self.gamma_bar: float | None = None   # fairfal: set at the first query, then kept
 
-    def _members(self, c: int, r: int | None) -> tuple[int, ...]:
-        up = self.online()
-        members = tuple(k for k in self.clients if k in up)
-        if not members:
-            raise DropoutError("no client is reachable", round_id=None if r is None else r + 1,
-                               field=f"cycle {c}")
-        return members
-
-    def secure_round(self, c: int, r: int, session: int, global_vec: np.ndarray) -> tuple[np.ndarray, dict]:
-        """FedAvg round r (0-based) of cycle c: (new global vector, JSON-ready record of the round)."""
-        members = self._members(c, r)
-        fed = self.trainer.fedavg
-        spec = RoundSpec(session, r + 1, members, len(global_vec) + 1,
-                         FixedPoint(fed.update_bound * self.weight_bound, self.config.secure.frac_bits, len(members)))
-        state = ServerRound(self.protocol, self.config.secure.options, spec,
-                            {"cycle": c, "round": r, "global": global_vec.astype(np.float64).tobytes()})
-        t0 = time.perf_counter()
+    def drive(self, state: ServerRound | ServerSetup, message_type: str, group: str) -> None:
+        """Run a sans-I/O server exchange machine to its end over the channel (one batch per exchange)."""
         while batches := state.next_batches():
-            group = f"{c}.{r + 1}.{len(state.wire.exchange_seconds)}"
-            t_ex = time.perf_counter()
-            state.take_answers(self.channel(ROUND_TYPE, group, batches))
-            state.wire.exchange_seconds.append(time.perf_counter() - t_ex)
-        result = state.outcome(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            state.take_answers(self.channel(message_type, f"{group}.{len(state.wire.exchange_seconds)}", batches))
+            state.wire.exchange_seconds.append(time.perf_counter() - t0)
+
+    def fedavg(self, session: CycleSession, r: int, global_vec: np.ndarray) -> np.ndarray:
+        """FedAvg round r (0-based): the new global vector."""
+        fed = self.trainer.fedavg
+        result = session.sum("fedavg", len(global_vec) + 1, fed.update_bound * self.weight_bound,
+                             {"round": r, "global": global_vec.astype(np.float64).tobytes()})
         weight = float(result.total[-1])
         if weight <= 0:
-            raise DropoutError("total weight of the contributors is 0", round_id=r + 1, field=f"cycle {c}")
-        record = {"round": r + 1, "members": list(members), "contributors": list(result.contributors),
-                  "seconds": result.seconds, "protocol_bytes": result.report.total_bytes,
-                  "unanswered": [list(u) for u in result.wire.unanswered], "rejected": list(result.wire.rejected),
-                  "exchange_seconds": list(result.wire.exchange_seconds)}
-        return global_vec + result.total[:-1] / weight, record
+            raise DropoutError("total weight of the contributors is 0", round_id=session.round_id,
+                               field=f"cycle {session.cycle}")
+        return global_vec + result.total[:-1] / weight
 
-    def select(self, c: int, global_vec: np.ndarray) -> dict:
-        """Ask every reachable client to select with the global model; JSON-ready record of the answers."""
-        members = self._members(c, None)
-        shares = split_budget(self.budget, [self.budget] * len(self.clients))  # even shares, no caps
-        share = dict(zip(self.clients, shares))
-        raw = global_vec.astype(np.float64).tobytes()
-        requests = {k: RecordDict({SELECT_RECORD: ConfigRecord({"cycle": c, "budget": share[k], "global": raw})})
-                    for k in members}
-        answers = self.channel(SELECT_TYPE, f"{c}.select", requests)
-        selected, failed = {}, {}
+    def request(self, c: int, step: str, payload: Mapping[str, object],
+                members: tuple[int, ...] | None = None) -> dict:
+        """Send a selection request (``step``: 'candidates' | 'select') with ``payload`` to every reachable
+        client; JSON-ready record {"selected" or "acknowledged", "failed"} of the answers."""
+        up = self.online()
+        members = tuple(k for k in (members or self.clients) if k in up)
+        requests = {k: RecordDict({SELECT_RECORD: ConfigRecord({"cycle": c, "step": step, "budget": self.share[k],
+                                                                **payload})}) for k in members}
+        answers = self.channel(SELECT_TYPE, f"{c}.{step}", requests)
+        done, failed = {}, {}
         for k in members:
             answer = answers.get(k)
             record = None if answer is None or isinstance(answer, str) else answer.config_records.get(SELECT_RECORD)
             if record is None or record.get("cycle") != c or not isinstance(record.get("selected"), int):
                 failed[str(k)] = answer if isinstance(answer, str) else "no acknowledgement"
-                log.warning("cycle %d: client %d did not acknowledge the selection: %s", c, k, failed[str(k)])
+                log.warning("cycle %d: client %d did not acknowledge %r: %s", c, k, step, failed[str(k)])
             else:
-                selected[str(k)] = record["selected"]
-        return {"budgets": [share[k] for k in self.clients], "selected": selected, "failed": failed}
+                done[str(k)] = record["selected"]
+        return {"selected" if step == "select" else "acknowledged": done, "failed": failed}
+
+    def select(self, session: CycleSession, global_raw: bytes) -> dict:
+        """The selection of the cycle, as the strategy does it; JSON-ready record."""
+        c, strategy = session.cycle, self.config.active.strategy
+        details: dict = {}
+        payload: dict[str, object] = {"global": global_raw}
+        if strategy == "fairfal":
+            if self.gamma_bar is None:
+                total = session.sum("gamma", 2, 1.0, {"global": global_raw}).total
+                self.gamma_bar = float(total[0]) / round(float(total[1]))
+            payload["gamma-bar"] = self.gamma_bar
+            details["gamma_bar"] = self.gamma_bar
+        elif strategy == "fal-global":
+            payload, details = self._fal_global(session, global_raw)
+        record = self.request(c, "select", payload)
+        return {"budgets": [self.share[k] for k in self.clients], **record, "sums": session.records[
+            self.config.training.rounds:], "details": details}
+
+    def _fal_global(self, session: CycleSession, global_raw: bytes) -> tuple[dict, dict]:
+        """Candidates on the clients, secure k-means, (no quota:) secure ownership; the final request's payload
+        and the details."""
+        c, active = session.cycle, self.config.active
+        prepared = self.request(c, "candidates", {"global": global_raw})
+        kmeans = FederatedKMeans(self.budget, None, point_bound=1.0,
+                                 count_bound=float(active.beta * max(self.share.values())))
+
+        def stats_sum(centres: np.ndarray) -> np.ndarray:
+            m, d = centres.shape
+            return session.sum("kmeans", m + 2 * m * d, kmeans.bound,
+                               {"centres": centres.astype(np.float64).tobytes(), "m": m}).total
+
+        fit = kmeans.fit_sums(stats_sum, self.embedding_dim)
+        centroids = fit.centroids.astype(np.float64).tobytes()
+        payload: dict[str, object] = {"centroids": centroids, "m": len(fit.centroids)}
+        details = {"kmeans_rounds": fit.rounds, "kmeans_iterations": fit.iterations,
+                   "kmeans_converged": fit.converged, "candidates_failed": prepared["failed"]}
+        if not active.quota:
+            def count_under(members, thresholds, mask):
+                result = session.sum("owners", len(thresholds), 1.0, {
+                    "centroids": centroids, "m": len(thresholds), "owners-members": list(members),
+                    "thresholds": thresholds.astype(np.int64).tobytes(), "active": mask.astype(np.uint8).tobytes()},
+                    members=session.members(members))
+                return result.total, result.contributors
+
+            owner_threshold, members = owner_thresholds(self.clients, len(fit.centroids), count_under)
+            payload.update({"owner-threshold": owner_threshold.astype(np.int64).tobytes(),
+                            "owners-members": list(members)})
+            details["ownership_rounds"] = sum(1 for r in session.records if r["kind"] == "owners")
+        return payload, details
+
+    @functools.cached_property
+    def embedding_dim(self) -> int:
+        """Dimension of the model's embeddings (the k-means points), from one test input."""
+        model = self.trainer.fresh_model(0)
+        with torch.no_grad():
+            return int(model.embed(self.x_test[:1].to(self.trainer.device)).shape[1])
 
     def run(self, on_cycle: Callable[[dict], None] | None = None) -> list[dict]:
         """Every cycle of the experiment; returns (and passes to ``on_cycle``) one record per cycle:
-        cycle, accuracy, rounds (per FedAvg round: members, contributors, ...), selection, seconds."""
+        cycle, accuracy, rounds (per FedAvg round: members, contributors, ...), selection, setup (CKKS),
+        seconds."""
         records = []
         for c in range(self.config.active.cycles):
             t0 = time.perf_counter()
+            up = self.online()
+            session = CycleSession(self, c, tuple(k for k in self.clients if k in up))
             model = self.trainer.fresh_model(derive_seed(self.config.seed, "init", c))
             layout = StateVector(model)
             global_vec = layout.get(model)
-            session = random.Random(derive_seed(self.config.seed, "secagg", c)).getrandbits(64)  # as Aggregator
-            rounds = []
             for r in range(self.config.training.rounds):
-                global_vec, round_record = self.secure_round(c, r, session, global_vec)
-                layout.set(model, global_vec)
+                layout.set(model, self.fedavg(session, r, global_vec))
                 global_vec = layout.get(model)
-                rounds.append(round_record)
             accuracy = self.trainer.accuracy(model, self.x_test, self.y_test)
-            record = {"cycle": c, "accuracy": accuracy, "rounds": rounds}
+            record: dict = {"cycle": c, "accuracy": accuracy, "rounds": list(session.records)}
+            if session.setup is not None:
+                record["setup"] = session.setup
             if c < self.config.active.cycles - 1:
-                record["selection"] = self.select(c, global_vec)
+                record["selection"] = self.select(session, global_vec.astype(np.float64).tobytes())
             record["seconds"] = time.perf_counter() - t0
             log.info("cycle %d: accuracy %.4f, %.1f s", c, accuracy, record["seconds"])
             records.append(record)
@@ -225,11 +345,12 @@ def grid_channel(grid: Grid, nodes: Mapping[int, int], timeout: float, wire: dic
     return send
 
 
-def make_fal_server_app(settings: FalSettings | None = None) -> ServerApp:
+def make_fal_server_app(settings: FalSettings | None = None, record: dict | None = None) -> ServerApp:
     """A ServerApp running ``FalServer`` over the Grid; settings from the run config unless given.
 
     The record {"settings", "clients", "cycles": [...], "wire": {"down", "up"} (Flower bytes), "seconds"}, plus
-    "error" if the run fails (then re-raised), is written to ``result_file`` after every cycle.
+    "error" if the run fails (then re-raised), is kept in ``record`` (when given: filled in place, for callers
+    in the same process, e.g. the simulation engine) and written to ``result_file`` after every cycle.
     """
     app = ServerApp()
 
@@ -237,7 +358,8 @@ def make_fal_server_app(settings: FalSettings | None = None) -> ServerApp:
     def main(grid: Grid, context: Context) -> None:
         s = settings or FalSettings.from_run_config(context.run_config)
         t0 = time.perf_counter()
-        out: dict = {"settings": asdict(s), "cycles": [], "wire": {"down": 0, "up": 0}}
+        out = record if record is not None else {}
+        out.update(settings=asdict(s), cycles=[], wire={"down": 0, "up": 0})
 
         def save() -> None:
             out["seconds"] = time.perf_counter() - t0

@@ -120,6 +120,12 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (default: runs/<config file name>)")
     p.add_argument("--resume", action="store_true", help="continue from the output directory's checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars (off anyway when not on a terminal)")
+    add_config_overrides(p)
+    p.set_defaults(func=run_run)
+
+
+def add_config_overrides(p: argparse.ArgumentParser) -> None:
+    """The flags of ``RUN_OVERRIDES`` and ``--set`` (read back by ``load_run_config``)."""
     p.add_argument("--protocol", choices=PROTOCOL_NAMES, help="secure aggregation protocol")
     p.add_argument("--strategy", help="s-al | f-al | fal-local | fal-global | fairfal | centralized | client-alone")
     p.add_argument("--sampler", help="client-local sampler (e.g. margin, badge, iwkmeans, fairfal)")
@@ -132,20 +138,27 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, help="samples labeled per cycle (replaces query_fraction)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set data.alpha=100 --set active.quota=false (repeatable)")
-    p.set_defaults(func=run_run)
+
+
+def load_run_config(args: argparse.Namespace):
+    """The ExperimentConfig of ``args.config`` with the flags of ``add_config_overrides`` applied; raises
+    ConfigError or FileNotFoundError."""
+    from .experiment import load_config, parse_override
+
+    overrides = dict(parse_override(text) for text in args.set)
+    overrides.update({key: getattr(args, dest) for dest, key in RUN_OVERRIDES.items()
+                      if getattr(args, dest) is not None})
+    return load_config(args.config, overrides)
 
 
 def run_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .experiment import ConfigError, ResumeError, load_config, parse_override, results_table, run_experiment
+    from .experiment import ConfigError, ResumeError, results_table, run_experiment
     from .experiment.runner import CURVE_FILE, RESULTS_FILE
 
     try:
-        overrides = dict(parse_override(text) for text in args.set)
-        overrides.update({key: getattr(args, dest) for dest, key in RUN_OVERRIDES.items()
-                          if getattr(args, dest) is not None})
-        config = load_config(args.config, overrides)
+        config = load_run_config(args)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
         results = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
     except (ConfigError, ResumeError, FileNotFoundError) as exc:
@@ -172,18 +185,14 @@ def add_flower_app(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds the server waits per exchange (default 30)")
     p.add_argument("--wait-nodes", type=float, default=120.0, help="seconds to wait for the nodes (default 120)")
     p.add_argument("--result-file", default="", help="JSON record the ServerApp writes after every cycle")
-    for flag, kind in (("--protocol", str), ("--strategy", str), ("--sampler", str), ("--seed", int),
-                       ("--device", str), ("--cycles", int), ("--rounds", int), ("--local-epochs", int),
-                       ("--clients", int), ("--budget", int)):
-        p.add_argument(flag, type=kind, help=f"override {RUN_OVERRIDES[flag[2:].replace('-', '_')]}")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    add_config_overrides(p)
     p.set_defaults(func=run_flower_app)
 
 
 def run_flower_app(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .experiment import ConfigError, load_config, parse_override
+    from .experiment import ConfigError
 
     try:
         from .flower.app_bundle import FAL_APPS, toml_table, write_app_dir
@@ -193,10 +202,7 @@ def run_flower_app(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     try:
-        overrides = dict(parse_override(text) for text in args.set)
-        overrides.update({key: getattr(args, dest) for dest, key in RUN_OVERRIDES.items()
-                          if getattr(args, dest) is not None})
-        config = load_config(args.config, overrides)
+        config = load_run_config(args)
         if config.active.strategy not in FLOWER_STRATEGIES:
             raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
                               f"{', '.join(FLOWER_STRATEGIES)}")

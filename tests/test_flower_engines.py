@@ -59,15 +59,8 @@ def test_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
     nodes = [{"client-id": c, "protocols": "masking"} for c in CLIENTS]
     t0 = time.perf_counter()
     with LoopbackFederation(tmp_path / "federation", nodes) as fed:
-        run = fed.submit(app, settings.to_run_config())
-        assert fed.wait_for_log(f"supernode-{killed}", f", ROUND 1.{exchange}]", timeout=RUN_LIMIT / 2), \
-            f"node {killed} never received exchange {exchange}; logs in {fed.workdir}"
-        listening = fed.listening_addresses()
-        fed.kill_node(killed)
-        try:
-            run.wait(timeout=RUN_LIMIT)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"flwr run still going after {RUN_LIMIT} s; logs in {fed.workdir}")
+        listening = fed.run_app_killing_node(app, settings.to_run_config(), node=killed,
+                                             marker=f", ROUND 1.{exchange}]", timeout=RUN_LIMIT)
     loopback_seconds = time.perf_counter() - t0
     assert listening and all(addr == HOST for addr, _ in listening), listening
 

@@ -218,15 +218,8 @@ def test_fal_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
     nodes = [{"client-id": c, "protocols": "masking"} for c in CLIENTS]
     t0 = time.perf_counter()
     with LoopbackFederation(tmp_path / "federation", nodes) as fed:
-        run = fed.submit(app, run_config)
-        marker = f", ROUND {cycle}.{r + 1}.{exchange}]"
-        assert fed.wait_for_log(f"supernode-{killed}", marker, timeout=RUN_LIMIT / 2), \
-            f"node {killed} never got {marker}; logs in {fed.workdir}"
-        fed.kill_node(killed)
-        try:
-            run.wait(timeout=RUN_LIMIT)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"flwr run still going after {RUN_LIMIT} s; logs in {fed.workdir}")
+        fed.run_app_killing_node(app, run_config, node=killed, marker=f", ROUND {cycle}.{r + 1}.{exchange}]",
+                                 timeout=RUN_LIMIT)
     loopback_seconds = time.perf_counter() - t0
 
     record = json.loads(result_file.read_text())

@@ -188,6 +188,28 @@ class LoopbackFederation:
             self._kill_group(proc)
             raise
 
+    def run_app_killing_node(self, app_dir: str | Path, run_config: Mapping[str, ConfigValue], *, node: int,
+                             marker: str, timeout: float) -> set[tuple[str, int]]:
+        """``submit``, SIGKILL SuperNode ``node`` as soon as ``marker`` appears in its log (e.g. the group id of
+        the exchange it must die in), and wait for the run to end; a node killed mid-round, deterministically.
+
+        Returns the federation's ``listening_addresses`` taken just before the kill. Raises TimeoutError (after
+        killing the run) if the marker does not appear within ``timeout / 2`` seconds or the run outlives
+        ``timeout`` seconds; the message names the log directory.
+        """
+        proc = self.submit(app_dir, run_config)
+        try:
+            if not self.wait_for_log(f"supernode-{node}", marker, timeout=timeout / 2):
+                raise TimeoutError(f"node {node} never logged {marker!r}; logs in {self.workdir}")
+            listening = self.listening_addresses()
+            self.kill_node(node)
+            proc.wait(timeout=timeout)
+        except (TimeoutError, subprocess.TimeoutExpired) as exc:
+            self._kill_group(proc)
+            raise TimeoutError(f"run with node {node} killed at {marker!r} did not finish: {exc}; logs in "
+                               f"{self.workdir}") from None
+        return listening
+
     def listening_addresses(self) -> set[tuple[str, int]]:
         """(IPv4 address, port) of every TCP socket listening in the federation's process trees (Linux)."""
         pids = set()

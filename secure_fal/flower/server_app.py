@@ -86,15 +86,18 @@ class SessionSettings:
 def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: float) -> dict[int, int]:
     """Client id -> Flower node id, from a hello exchange with every connected node.
 
-    Waits up to ``wait_nodes`` seconds for ``min_nodes`` nodes, then asks each its client id. Raises
-    DropoutError if fewer than ``min_nodes`` answered, MessageError if two nodes claim one client id.
+    Waits up to ``wait_nodes`` seconds for ``min_nodes`` nodes, then asks each its client id and waits for the
+    answers ``timeout`` seconds plus what is left of ``wait_nodes`` (a node's first ClientApp process starts
+    cold). Raises DropoutError if fewer than ``min_nodes`` answered, MessageError if two nodes claim one
+    client id.
     """
     deadline = time.monotonic() + wait_nodes
     while len(node_ids := sorted(grid.get_node_ids())) < min_nodes and time.monotonic() < deadline:
         time.sleep(0.5)
     hellos = [Message(RecordDict({RECORD: ConfigRecord()}), node, HELLO_TYPE, group_id="hello") for node in node_ids]
     nodes: dict[int, int] = {}
-    for reply in exchange(grid, hellos, timeout) if hellos else []:
+    patience = timeout + max(0.0, deadline - time.monotonic())
+    for reply in exchange(grid, hellos, patience) if hellos else []:
         node = reply.metadata.src_node_id
         if reply.has_error():
             log.warning("node %d answered the hello with an error: %s", node, reply.error.reason)
@@ -109,7 +112,7 @@ def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: 
                                field="client-id")
         nodes[cid] = node
     if len(nodes) < min_nodes:
-        raise DropoutError(f"{len(nodes)} of {len(node_ids)} connected nodes named their client id in "
+        raise DropoutError(f"{len(nodes)} of {len(node_ids)} connected nodes named their client id within "
                            f"{wait_nodes + timeout:.0f} s, {min_nodes} needed")
     return nodes
 

@@ -34,6 +34,7 @@ from secure_fal.flower.fal_server import FalServer, FalSettings, fal_run_config 
 from secure_fal.flower.loopback import LoopbackFederation  # noqa: E402
 from secure_fal.flower.transport import OPENING_RECORD, WORKLOAD_RECORD, NodePolicy  # noqa: E402
 from secure_fal.secagg import Faults, SecAggError, make_protocol  # noqa: E402
+from secure_fal.secagg.ckks_keys import CLIENT_PHASES as KEY_PHASES  # noqa: E402
 from secure_fal.secagg.masking import MaskingProtocol  # noqa: E402
 
 CLIENTS = (0, 1, 2)
@@ -119,11 +120,11 @@ class LocalClients:
 
     def _silent(self, group: str, cid: int, content: RecordDict) -> bool:
         parts = group.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+        if len(parts) != 3 or not (parts[1].isdigit() or parts[1] == "setup"):
             return False
         key, exchange = f"{parts[0]}.{parts[1]}", int(parts[2])
-        if OPENING_RECORD in content.config_records and key not in self.kind_of:
-            kind = content.config_records[WORKLOAD_RECORD]["kind"]
+        if key not in self.kind_of and (parts[1] == "setup" or OPENING_RECORD in content.config_records):
+            kind = "setup" if parts[1] == "setup" else content.config_records[WORKLOAD_RECORD]["kind"]
             self.kind_of[key] = kind
             self.seen[kind] = self.seen.get(kind, 0) + 1
         kind = self.kind_of.get(key)
@@ -132,8 +133,20 @@ class LocalClients:
         n, who, at = self.silent[kind]
         if self.seen[kind] != n or cid != who or exchange < at:
             return False
-        self.dropped.setdefault((int(parts[0]), int(parts[1])), {})[cid] = self.phases[at]
+        round_id = 0 if kind == "setup" else int(parts[1])   # the key distribution's messages carry round 0
+        self.dropped.setdefault((int(parts[0]), round_id), {})[cid] = (KEY_PHASES if kind == "setup"
+                                                                      else self.phases)[at]
         return True
+
+    def in_process_plan(self, cycles: list[dict]) -> dict[tuple[int, int], dict[int, str]]:
+        """``dropped`` as the in-process run must replay it: a client silent in a cycle's key distribution
+        holds no key, so it takes part in none of that cycle's sums (it drops out of each at "input")."""
+        plan = {key: who for key, who in self.dropped.items() if key[1] != 0}
+        for (c, r), who in self.dropped.items():
+            if r == 0:
+                for s in cycles[c]["rounds"] + cycles[c].get("selection", {}).get("sums", []):
+                    plan.setdefault((c, s["round"]), {}).update({k: "input" for k in who})
+        return plan
 
     def labeled(self, cid: int) -> list[int]:
         return np.frombuffer(self.state_record(cid)["indices"], dtype=np.int64).tolist()
@@ -154,7 +167,7 @@ MATRIX = {
     "fal-global no quota plaintext, ownership dropout": (
         {"active.strategy": "fal-global", "active.quota": False, "active.budget": 12}, "plaintext",
         {"owners": (3, 2, 0)}),
-    "fairfal ckks, keys dealt in band per cycle": ({"active.strategy": "fairfal"}, "ckks", {}),
+    "fairfal ckks, a client left without keys in cycle 0": ({"active.strategy": "fairfal"}, "ckks", {"setup": (1, 2, 0)}),
 }
 
 
@@ -166,9 +179,15 @@ def test_fal_server_and_clients_without_flower_equal_in_process(tmp_path, name):
     clients = LocalClients(config, silent)
     cycles = FalServer(config, CLIENTS, clients.channel).run()
     assert len(clients.dropped) == len(silent)  # every planned dropout happened
-    want, labeled, _ = in_process(config, tmp_path, clients.dropped)
-    check_same(config, cycles, want, clients.dropped)
+    plan = clients.in_process_plan(cycles)
+    want, labeled, _ = in_process(config, tmp_path, plan)
+    check_same(config, cycles, want, plan)
     assert [clients.labeled(k) for k in CLIENTS] == labeled
+    if "setup" in silent:  # the keyless client is in no sum of that cycle, yet selects with the global model
+        _, who, _ = silent["setup"]
+        assert cycles[0]["setup"]["key_holders"] == [k for k in CLIENTS if k != who]
+        assert all(who not in s["members"] for s in cycles[0]["rounds"] + cycles[0]["selection"]["sums"])
+        assert who in {int(k) for k in cycles[0]["selection"]["selected"]}
 
 
 SIMULATE = """
@@ -231,6 +250,30 @@ def test_fal_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
           f"{record['seconds']:.1f} s, cycles {[round(c['seconds'], 1) for c in record['cycles']]} s, Flower bytes "
           f"{record['wire']}; in-process run_experiment: {in_process_seconds:.2f} s; accuracies "
           f"{[c['accuracy'] for c in record['cycles']]}")
+
+
+@pytest.mark.slow
+def test_fal_global_without_quota_deployment_on_loopback(tmp_path):
+    # every sum kind but gamma over real SuperNodes: FedAvg, k-means, ownership; one exchange per plaintext sum
+    config = load_config(None, {**TINY, "training.rounds": 1, "active.strategy": "fal-global", "active.quota": False,
+                                "active.budget": 6, "secure.protocol": "plaintext", "secure.options": {}})
+    result_file = tmp_path / "result.json"
+    run_config = fal_run_config(config, timeout=EXCHANGE_TIMEOUT, min_nodes=len(CLIENTS),
+                                result_file=str(result_file))
+    app = write_app_dir(tmp_path / "app", FalSettings().to_run_config(), name="secure-fal-fal",
+                        what="FAL experiments", apps=FAL_APPS)
+    t0 = time.perf_counter()
+    with LoopbackFederation(tmp_path / "federation", [{"client-id": c, "protocols": "plaintext"} for c in CLIENTS]) \
+            as fed:
+        assert fed.run_app(app, run_config, timeout=3 * RUN_LIMIT) == 0, f"logs in {fed.workdir}"
+    loopback_seconds = time.perf_counter() - t0
+    record = json.loads(result_file.read_text())
+    assert "error" not in record, record["error"]
+    want, labeled, in_process_seconds = in_process(config, tmp_path / "in-process", {})
+    check_same(config, record["cycles"], want, {})
+    sums = record["cycles"][0]["selection"]["sums"]
+    print(f"\nFAL-Global (no quota) loopback deployment: {loopback_seconds:.1f} s wall, {len(sums) + 1} secure sums "
+          f"in cycle 0 ({sum(s['kind'] == 'owners' for s in sums)} ownership); in-process {in_process_seconds:.2f} s")
 
 
 def test_cli_writes_the_app_dir_and_run_config(tmp_path, capsys):

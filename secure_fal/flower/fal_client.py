@@ -46,6 +46,7 @@ from ..federated.ownership import owned_items, ownership_keys, under_threshold
 from ..secagg.errors import InputError, MessageError
 from ..secagg.machine import RoundSpec
 from ..strategies import Cycle, FairFAL, FALGlobal, LocalQueryStrategy, derive_seed
+from ..strategies.fairfal import gamma_input
 from ..strategies.fal_global import DISTANCE_BOUND, Candidates
 from .client_app import DEFAULT_PROTOCOLS, client_id_of, policy_of
 from .session_keys import SETUP_ACTION, client_setup_step
@@ -175,33 +176,37 @@ class FalClient:
         """FairFAL: [gamma_k, 1] of this client under the broadcast global model."""
         strategy = self._strategy(FairFAL, spec.round_id)
         self._use_global(self._cycle(workload, spec.round_id), workload.get("global"), spec.round_id)
-        return np.array([strategy.client_gamma(self.labeled), 1.0])
+        return gamma_input(self.cid, strategy.client_gamma(self.labeled))
 
     def kmeans_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
         """FAL-Global: ``cluster_stats`` of the kept candidates for the broadcast centres."""
         candidates = self._candidates(workload, spec.round_id)
-        m = _int(workload, "m", cid=self.cid, round_id=spec.round_id, low=1)
-        d = candidates.points.shape[1]
-        centres = _array(workload.get("centres"), np.float64, (m, d), cid=self.cid, field="workload.centres",
-                         round_id=spec.round_id)
+        centres = self._centres(workload, "centres", candidates, field="workload.centres", round_id=spec.round_id)
         points = candidates.points
         return cluster_stats(points, candidates.weights, torch.as_tensor(centres, device=points.device))
 
     def owners_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
         """FAL-Global without quota: 1 per centroid where this client's ownership key is under the threshold."""
-        keys = self._ownership_keys(workload, spec.round_id)
+        candidates = self._candidates(workload, spec.round_id)
+        centroids = self._centres(workload, "centroids", candidates, field="centroids", round_id=spec.round_id)
+        keys = self._ownership_keys(candidates, centroids, workload, spec.round_id)
         thresholds = _array(workload.get("thresholds"), np.int64, keys.shape, cid=self.cid,
                             field="workload.thresholds", round_id=spec.round_id)
         active = _array(workload.get("active"), np.uint8, keys.shape, cid=self.cid, field="workload.active",
                         round_id=spec.round_id).astype(bool)
         return under_threshold(keys, thresholds, active)
 
-    def _ownership_keys(self, record: Mapping[str, object], round_id: int | None = None) -> np.ndarray:
-        """This client's keys over the centroids, ranked among ``owners-members`` (empty if not a member)."""
-        candidates = self._candidates(record, round_id)
+    def _centres(self, record: Mapping[str, object], key: str, candidates: Candidates, *, field: str,
+                 round_id: int | None = None) -> np.ndarray:
+        """The (m, d) float64 centres under ``key`` (m from the record's ``m``, d the candidates' dimension)."""
         m = _int(record, "m", cid=self.cid, round_id=round_id, low=1)
-        centroids = _array(record.get("centroids"), np.float64, (m, candidates.points.shape[1]), cid=self.cid,
-                           field="centroids", round_id=round_id)
+        return _array(record.get(key), np.float64, (m, candidates.points.shape[1]), cid=self.cid, field=field,
+                      round_id=round_id)
+
+    def _ownership_keys(self, candidates: Candidates, centroids: np.ndarray, record: Mapping[str, object],
+                        round_id: int | None = None) -> np.ndarray:
+        """This client's keys over the centroids, ranked among the record's ``owners-members`` (MessageError if
+        it is not one of them)."""
         members = record.get("owners-members")
         if not isinstance(members, list) or members != sorted(set(members)) or self.cid not in members:
             raise MessageError(f"'owners-members' must be a sorted list of distinct ids holding {self.cid}, "
@@ -271,15 +276,14 @@ class FalClient:
         strategy = self.strategy
         if isinstance(strategy, FALGlobal):
             candidates = self._candidates(record)
-            m = _int(record, "m", cid=self.cid, low=1)
-            centroids = _array(record.get("centroids"), np.float64, (m, candidates.points.shape[1]), cid=self.cid,
-                               field="centroids")
+            centroids = self._centres(record, "centroids", candidates, field="centroids")
             if strategy.quota:
                 chosen = candidates.quota_choice(centroids, budget)
             elif self.cid in (record.get("owners-members") or []):
-                owner_threshold = _array(record.get("owner-threshold"), np.int64, (m,), cid=self.cid,
+                owner_threshold = _array(record.get("owner-threshold"), np.int64, (len(centroids),), cid=self.cid,
                                          field="owner-threshold")
-                chosen = candidates.owned_choice(centroids, owned_items(self._ownership_keys(record), owner_threshold))
+                keys = self._ownership_keys(candidates, centroids, record)
+                chosen = candidates.owned_choice(centroids, owned_items(keys, owner_threshold))
             else:  # it dropped out of the ownership rounds: it owns nothing
                 chosen = np.empty(0, dtype=np.int64)
             return self.pools.pools[self.cid][candidates.positions[chosen]]

@@ -43,30 +43,29 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from ..data import load_dataset, long_tail_indices
 from ..experiment.config import ExperimentConfig
 from ..experiment.setup import build_trainer, cycle_budget, split_budget
 from ..federated.fedavg import StateVector
-from ..federated.kmeans import FederatedKMeans
 from ..federated.ownership import owner_thresholds
 from ..secagg.api import make_protocol
 from ..secagg.encoding import FixedPoint
 from ..secagg.errors import DropoutError, MessageError, SecAggError
 from ..secagg.machine import RoundSpec
 from ..strategies import ClientPools, derive_seed
+from ..strategies.fairfal import mean_gamma
+from ..strategies.fal_global import stage2_kmeans
 from .fal_client import SELECT_RECORD, SELECT_TYPE
 from .server_app import discover_clients, write_json
 from .run_config import settings_kwargs, to_run_config
 from .session_keys import SETUP_TYPE, ServerSetup
-from .transport import ROUND_TYPE, TTL_SLACK_S, FlowerRound, ServerRound, exchange, flower_bytes, needs_session_keys
+from .transport import (ROUND_TYPE, Channel, FlowerRound, ServerRound, WireCosts, drive, grid_channel,
+                        needs_session_keys)
 
 log = logging.getLogger(__name__)
-
-# (message type, group id, client id -> content) -> client id -> reply content, or an error text
-Channel = Callable[[str, str, dict[int, RecordDict]], dict[int, RecordDict | str]]
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,7 @@ class CycleSession:
         if needs_session_keys(self.protocol):
             setup = ServerSetup(secure.protocol, secure.options, self.session, members)
             t0 = time.perf_counter()
-            server.drive(setup, SETUP_TYPE, f"{cycle}.setup")
+            drive(server.channel, setup, message_type=SETUP_TYPE, group=f"{cycle}.setup")
             outcome = setup.outcome(time.perf_counter() - t0)
             self.protocol, self.holders = outcome.protocol, set(outcome.key_holders)
             self.setup = outcome.to_dict()
@@ -158,7 +157,7 @@ class CycleSession:
         state = ServerRound(self.protocol, self.server.config.secure.options, spec,
                             {"kind": kind, "cycle": self.cycle, **workload})
         t0 = time.perf_counter()
-        self.server.drive(state, ROUND_TYPE, f"{self.cycle}.{self.round_id}")
+        drive(self.server.channel, state, message_type=ROUND_TYPE, group=f"{self.cycle}.{self.round_id}")
         result = state.outcome(time.perf_counter() - t0)
         self.records.append({"kind": kind, "round": self.round_id, "length": length, "members": list(members),
                              "contributors": list(result.contributors), "seconds": result.seconds,
@@ -199,13 +198,6 @@ class FalServer:
         self.weight_bound = float(2 ** math.ceil(math.log2(max(self.n_train, 1))))
         self.gamma_bar: float | None = None   # fairfal: set at the first query, then kept
 
-    def drive(self, state: ServerRound | ServerSetup, message_type: str, group: str) -> None:
-        """Run a sans-I/O server exchange machine to its end over the channel (one batch per exchange)."""
-        while batches := state.next_batches():
-            t0 = time.perf_counter()
-            state.take_answers(self.channel(message_type, f"{group}.{len(state.wire.exchange_seconds)}", batches))
-            state.wire.exchange_seconds.append(time.perf_counter() - t0)
-
     def fedavg(self, session: CycleSession, r: int, global_vec: np.ndarray) -> np.ndarray:
         """FedAvg round r (0-based): the new global vector."""
         fed = self.trainer.fedavg
@@ -244,8 +236,7 @@ class FalServer:
         payload: dict[str, object] = {"global": global_raw}
         if strategy == "fairfal":
             if self.gamma_bar is None:
-                total = session.sum("gamma", 2, 1.0, {"global": global_raw}).total
-                self.gamma_bar = float(total[0]) / round(float(total[1]))
+                self.gamma_bar = mean_gamma(session.sum("gamma", 2, 1.0, {"global": global_raw}).total)
             payload["gamma-bar"] = self.gamma_bar
             details["gamma_bar"] = self.gamma_bar
         elif strategy == "fal-global":
@@ -259,8 +250,7 @@ class FalServer:
         and the details."""
         c, active = session.cycle, self.config.active
         prepared = self.request(c, "candidates", {"global": global_raw})
-        kmeans = FederatedKMeans(self.budget, None, point_bound=1.0,
-                                 count_bound=float(active.beta * max(self.share.values())))
+        kmeans = stage2_kmeans(list(self.share.values()), active.beta)
 
         def stats_sum(centres: np.ndarray) -> np.ndarray:
             m, d = centres.shape
@@ -322,29 +312,6 @@ class FalServer:
         return records
 
 
-def grid_channel(grid: Grid, nodes: Mapping[int, int], timeout: float, wire: dict[str, int]) -> Channel:
-    """A Channel over Flower: one Message per client to its node, replies awaited ``timeout`` s; adds the
-    Flower bytes moved (``flower_bytes``) to wire["down"] / wire["up"]."""
-    client_of = {node: cid for cid, node in nodes.items()}
-
-    def send(message_type: str, group: str, batches: dict[int, RecordDict]) -> dict[int, RecordDict | str]:
-        messages = [Message(content, nodes[cid], message_type, group_id=group, ttl=timeout + TTL_SLACK_S)
-                    for cid, content in batches.items()]
-        wire["down"] += sum(flower_bytes(m) for m in messages)
-        answers: dict[int, RecordDict | str] = {}
-        for reply in exchange(grid, messages, timeout):
-            cid = client_of.get(reply.metadata.src_node_id)
-            if cid is None:
-                log.warning("reply from node %d, which is no client of this run", reply.metadata.src_node_id)
-                continue
-            wire["up"] += flower_bytes(reply)
-            answers[cid] = (reply.error.reason or f"error code {reply.error.code}") if reply.has_error() \
-                else reply.content
-        return answers
-
-    return send
-
-
 def make_fal_server_app(settings: FalSettings | None = None, record: dict | None = None) -> ServerApp:
     """A ServerApp running ``FalServer`` over the Grid; settings from the run config unless given.
 
@@ -360,8 +327,10 @@ def make_fal_server_app(settings: FalSettings | None = None, record: dict | None
         t0 = time.perf_counter()
         out = record if record is not None else {}
         out.update(settings=asdict(s), cycles=[], wire={"down": 0, "up": 0})
+        wire = WireCosts()
 
         def save() -> None:
+            out["wire"] = {"down": sum(wire.bytes_down.values()), "up": sum(wire.bytes_up.values())}
             out["seconds"] = time.perf_counter() - t0
             if s.result_file:
                 write_json(s.result_file, out)
@@ -374,7 +343,8 @@ def make_fal_server_app(settings: FalSettings | None = None, record: dict | None
             config = ExperimentConfig.from_dict(json.loads(s.experiment))
             nodes = discover_clients(grid, min_nodes=s.min_nodes, wait_nodes=s.wait_nodes, timeout=s.timeout)
             out["clients"] = sorted(nodes)
-            server = FalServer(config, tuple(nodes), grid_channel(grid, nodes, s.timeout, out["wire"]),
+            channel = grid_channel(grid, nodes, timeout=s.timeout, wire=wire, reject=lambda line: log.warning("%s", line))
+            server = FalServer(config, tuple(nodes), channel,
                                lambda: {c for c, n in nodes.items() if n in set(grid.get_node_ids())})
             server.run(on_cycle)
             save()

@@ -39,8 +39,8 @@ from ..secagg.ckks_keys import CLIENT_PHASES, SETUP_ROUND, KeyClient, KeyServer
 from ..secagg.errors import MessageError, SecAggError
 from ..secagg.messages import SERVER, peek_header
 from ..secagg.report import Report
-from .transport import (KEYS_RECORD, RECORD, NodePolicy, ServerExchanges, WireCosts, drive, needs_session_keys,
-                        pack_messages, session_key_name, unpack_messages)
+from .transport import (KEYS_RECORD, RECORD, NodePolicy, ServerExchanges, WireCosts, drive, grid_channel,
+                        needs_session_keys, pack_messages, session_key_name, unpack_messages)
 
 SETUP_ACTION = "secure_fal_setup"
 SETUP_TYPE = f"query.{SETUP_ACTION}"
@@ -176,7 +176,8 @@ def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], ses
         raise ValueError(f"members {missing} of the key distribution have no Flower node")
     t0 = time.perf_counter()
     state = ServerSetup(protocol_name, options, session, members)
-    drive(grid, state, nodes, message_type=SETUP_TYPE, group="setup", timeout=timeout, poll_s=poll_s)
+    channel = grid_channel(grid, nodes, timeout=timeout, wire=state.wire, reject=state.reject, poll_s=poll_s)
+    drive(channel, state, message_type=SETUP_TYPE, group="setup")
     return state.outcome(time.perf_counter() - t0)
 
 

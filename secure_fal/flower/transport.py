@@ -375,36 +375,50 @@ def exchange(grid: Grid, messages: list[Message], timeout: float, poll_s: float 
     return replies
 
 
-def drive(grid: Grid, state: ServerExchanges, nodes: Mapping[int, int], *, message_type: str, group: str,
-          timeout: float, poll_s: float = 0.1) -> None:
-    """Run ``state``'s exchanges over the Grid until it is done (or raises), filling ``state.wire``.
+Channel = Callable[[str, str, dict[int, RecordDict]], dict[int, RecordDict | str]]
+"""(message type, group id, client id -> content) -> client id -> the reply's content, or the text of an error
+reply; a client missing from the result did not answer in time. Over Flower: ``grid_channel``; tests: a loop
+calling the clients' handlers in process."""
 
-    Exchange i goes out as Flower Messages of ``message_type`` with group id ``"<group>.<i>"`` and TTL
-    ``timeout + TTL_SLACK_S``; answers are collected for ``timeout`` seconds (``exchange``).
+
+def grid_channel(grid: Grid, nodes: Mapping[int, int], *, timeout: float, wire: WireCosts,
+                 reject: Callable[[str], None], poll_s: float = 0.1) -> Channel:
+    """A Channel over the Grid: one Message per client to its node ``nodes[c]``, TTL ``timeout + TTL_SLACK_S``,
+    answers collected for ``timeout`` seconds (``exchange``).
+
+    The Flower bytes of every Message (``flower_bytes``) are added per client to ``wire.bytes_down`` /
+    ``wire.bytes_up``; a reply from a node that is no client's is passed over and described to ``reject``.
     """
     client_of = {node: cid for cid, node in nodes.items()}
-    wire = state.wire
-    while batches := state.next_batches():
-        t0 = time.perf_counter()
-        label = f"{group}.{len(wire.exchange_seconds)}"
+
+    def send(message_type: str, group: str, batches: dict[int, RecordDict]) -> dict[int, RecordDict | str]:
         messages = []
         for cid, content in batches.items():
-            msg = Message(content, nodes[cid], message_type, group_id=label, ttl=timeout + TTL_SLACK_S)
+            msg = Message(content, nodes[cid], message_type, group_id=group, ttl=timeout + TTL_SLACK_S)
             wire.bytes_down[cid] = wire.bytes_down.get(cid, 0) + flower_bytes(msg)
             messages.append(msg)
         answers: dict[int, RecordDict | str] = {}
         for reply in exchange(grid, messages, timeout, poll_s):
             cid = client_of.get(reply.metadata.src_node_id)
             if cid is None:
-                state.reject(f"reply from node {reply.metadata.src_node_id}, which is no client of this session")
+                reject(f"reply from node {reply.metadata.src_node_id}, which is no client of this session")
                 continue
             wire.bytes_up[cid] = wire.bytes_up.get(cid, 0) + flower_bytes(reply)
-            if reply.has_error():
-                answers[cid] = reply.error.reason or f"error code {reply.error.code}"
-            else:
-                answers[cid] = reply.content
-        state.take_answers(answers)
-        wire.exchange_seconds.append(time.perf_counter() - t0)
+            answers[cid] = (reply.error.reason or f"error code {reply.error.code}") if reply.has_error() \
+                else reply.content
+        return answers
+
+    return send
+
+
+def drive(channel: Channel, state: ServerExchanges, *, message_type: str, group: str) -> None:
+    """Run ``state``'s exchanges over ``channel`` until it is done (or raises): exchange i goes out as
+    ``message_type`` with group id ``"<group>.<i>"``; its wall seconds are appended to
+    ``state.wire.exchange_seconds``."""
+    while batches := state.next_batches():
+        t0 = time.perf_counter()
+        state.take_answers(channel(message_type, f"{group}.{len(state.wire.exchange_seconds)}", batches))
+        state.wire.exchange_seconds.append(time.perf_counter() - t0)
 
 
 def run_round(grid: Grid, protocol: SecureSumProtocol, options: Mapping[str, object], spec: RoundSpec,
@@ -432,7 +446,8 @@ def run_round(grid: Grid, protocol: SecureSumProtocol, options: Mapping[str, obj
         raise ValueError(f"clients {missing} of round {spec.round_id} have no Flower node")
     t_round = time.perf_counter()
     state = ServerRound(protocol, options, spec, workload)
-    drive(grid, state, nodes, message_type=ROUND_TYPE, group=str(spec.round_id), timeout=timeout, poll_s=poll_s)
+    channel = grid_channel(grid, nodes, timeout=timeout, wire=state.wire, reject=state.reject, poll_s=poll_s)
+    drive(channel, state, message_type=ROUND_TYPE, group=str(spec.round_id))
     return state.outcome(time.perf_counter() - t_round)
 
 

@@ -73,6 +73,18 @@ def prior_divergence(global_probs: np.ndarray, local_probs: np.ndarray) -> float
     return float(terms.mean())
 
 
+def gamma_input(cid: int, gamma: float) -> np.ndarray:
+    """Client ``cid``'s input to the gamma sum: [gamma_k, 1]; ValueError if gamma_k is outside (0, 1]."""
+    if not 0 < gamma <= 1:
+        raise ValueError(f"client {cid}: gamma_k = {gamma} outside (0, 1]")
+    return np.array([gamma, 1.0])
+
+
+def mean_gamma(total: np.ndarray) -> float:
+    """gamma_bar from the secure sum of the [gamma_k, 1]: sum of gamma_k / number of contributors."""
+    return float(total[0]) / round(float(total[1]))
+
+
 def secure_mean_gamma(gammas: Mapping[int, float], aggregator: Aggregator, *,
                       faults: Faults | None = None) -> tuple[float, tuple[int, ...]]:
     """gamma_bar = (sum_k gamma_k) / (number of contributors), from one secure sum of [gamma_k, 1].
@@ -86,11 +98,9 @@ def secure_mean_gamma(gammas: Mapping[int, float], aggregator: Aggregator, *,
     Returns:
         (gamma_bar, ids of the contributing clients).
     """
-    for cid, g in gammas.items():
-        if not 0 < g <= 1:
-            raise ValueError(f"client {cid}: gamma_k = {g} outside (0, 1]")
-    res = aggregator.sum({cid: np.array([g, 1.0]) for cid, g in gammas.items()}, bound=1.0, faults=faults)
-    return float(res.total[0]) / round(float(res.total[1])), res.contributors
+    inputs = {cid: gamma_input(cid, g) for cid, g in gammas.items()}
+    res = aggregator.sum(inputs, bound=1.0, faults=faults)
+    return mean_gamma(res.total), res.contributors
 
 
 class FairFAL(GlobalModelStrategy):

@@ -71,6 +71,13 @@ def least_cost_pairs(cost: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[real].astype(np.int64), cols[real].astype(np.int64)
 
 
+def stage2_kmeans(budgets: Sequence[int], beta: int, aggregator: Aggregator | None = None) -> FederatedKMeans:
+    """Stage 2's k-means (the same for a simulation and a deployment's server): k = sum of the budgets; points
+    lie in the unit ball; a client's total weight (scores in [0, 1] of at most beta * b_k candidates) is at most
+    beta * the largest budget."""
+    return FederatedKMeans(int(sum(budgets)), aggregator, point_bound=1.0, count_bound=float(beta * max(budgets)))
+
+
 class FALGlobal(GlobalModelStrategy):
     """FedAvg, then global diversity by secure federated k-means over all clients' uncertain candidates.
 
@@ -95,7 +102,7 @@ class FALGlobal(GlobalModelStrategy):
         self._check_trained(cycle)
         aggregator = cycle.require_aggregator(self.name)
         candidates = [self.candidates(k, labeled[k], budgets[k]) for k in range(self.pools.n_clients)]
-        fit = self.kmeans(budgets, aggregator).fit({k: c.points for k, c in enumerate(candidates)},
+        fit = stage2_kmeans(budgets, self.beta, aggregator).fit({k: c.points for k, c in enumerate(candidates)},
                                                    {k: c.weights for k, c in enumerate(candidates)})
         if self.quota:
             chosen = [c.quota_choice(fit.centroids, budgets[k]) for k, c in enumerate(candidates)]
@@ -107,11 +114,6 @@ class FALGlobal(GlobalModelStrategy):
         details = {"kmeans_rounds": fit.rounds, "kmeans_iterations": fit.iterations,
                    "kmeans_converged": fit.converged, "candidates": [len(c.positions) for c in candidates]}
         return Selection(picks, details)
-
-    def kmeans(self, budgets: Sequence[int], aggregator: Aggregator | None = None) -> FederatedKMeans:
-        """Stage 2's k-means: k = sum of the budgets; a client's total weight is at most beta * its budget."""
-        return FederatedKMeans(int(sum(budgets)), aggregator, point_bound=1.0,
-                               count_bound=float(self.beta * max(budgets)))
 
     def candidates(self, client: int, labeled: np.ndarray, budget: int) -> Candidates:
         """Stage 1 on one client: its ``beta * budget`` most uncertain unlabeled samples under the global model."""

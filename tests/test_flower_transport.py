@@ -9,9 +9,11 @@ in-process ``Faults(drop={cid: CLIENT_PHASES[i]})``.
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 import tomllib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -224,3 +226,51 @@ def test_empty_answer_record_is_a_malformed_answer():
                               tamper=lambda exchange, answers: {**answers, 1: RecordDict({"x": ConfigRecord()})})
     assert got.contributors == (0,)
     assert any("client 1" in line and "messages" in line for line in got.wire.rejected)
+
+
+def test_patience_waits_for_slow_nodes_and_stops_for_dead_ones():
+    from secure_fal.flower.transport import Patience
+
+    p = Patience(5.0)
+    assert p.deadline(None) == 300.0      # nobody answered yet: wait (up to the cap)
+    assert p.deadline(1.0) == 5.0         # fast federation: the floor
+    assert p.deadline(40.0) == 120.0      # slow (cold, loaded) federation: 3 x the latest answer
+    assert Patience(60.0).deadline(None) == 600.0 and Patience(5.0, factor=2.0, cap=50.0).deadline(30.0) == 60.0
+    assert Patience.of(p) is p and Patience.of(7).timeout == 7.0
+    assert p.ttl > p.deadline(None)
+    with pytest.raises(ValueError):
+        Patience(0.0)
+
+
+class _ScriptedGrid:
+    """A Grid whose nodes answer at scripted times (s after the push) on a fake clock."""
+
+    def __init__(self, answer_at: dict[int, float], clock: list[float]) -> None:
+        self.answer_at, self.clock = answer_at, clock
+
+    def push_messages(self, messages):
+        return [f"id{m.metadata.dst_node_id}" for m in messages]
+
+    def pull_messages(self, ids):
+        return [SimpleNamespace(metadata=SimpleNamespace(src_node_id=node, reply_to_message_id=f"id{node}"),
+                                has_error=lambda: False)
+                for node, t in self.answer_at.items() if f"id{node}" in ids and self.clock[0] >= t]
+
+
+@pytest.mark.parametrize("answer_at, answered, waited", [
+    ({1: 2.0, 2: 5.0, 3: 14.0}, {1, 2, 3}, 14.0),    # each answer extends the wait (to 6, then 15 s)
+    ({1: 2.0, 2: 12.0}, {1}, 6.0),                    # beyond 3 x the latest answer and the floor: dropped
+    ({1: 2.0, 2: 3.0, 9: math.inf}, {1, 2}, 9.0),    # a dead node costs 3 x the latest answer, floor 5 s
+    ({1: 50.0, 2: 60.0, 9: math.inf}, {1, 2}, 180.0),  # a cold federation: nobody answers before the floor
+])
+def test_exchange_deadline_follows_the_answers(monkeypatch, answer_at, answered, waited):
+    from secure_fal.flower import transport
+
+    clock = [0.0]
+    monkeypatch.setattr(transport.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(transport.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    grid = _ScriptedGrid(answer_at, clock)
+    messages = [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=node)) for node in answer_at]
+    replies = transport.exchange(grid, messages, transport.Patience(5.0), poll_s=1.0)
+    assert {r.metadata.src_node_id for r in replies} == answered
+    assert clock[0] == pytest.approx(waited, abs=1.0)

@@ -263,6 +263,15 @@ def load_digits(root: str | Path | None = None, download: bool = False) -> Datas
     return make_dataset("digits", x_tr, y_tr, x_te, y_te, 10)
 
 
+SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "fmnist": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+}
+"""Dataset name -> ((C, H, W) of one input, number of classes), known without loading the data."""
+
 LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "fmnist": load_fmnist,

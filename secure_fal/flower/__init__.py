@@ -11,7 +11,10 @@ Modules (all but ``synthetic`` and ``app_bundle`` import flwr):
     server_app.py         ServerApp: ``SessionSettings``, client discovery, ``run_session``
     client_app.py         ClientApp: node config (client id, allowed protocols), input source
     fal_server.py         FAL ServerApp: ``FalServer`` drives cycles, FedAvg, k-means, ownership, gamma sums
-    fal_client.py         FAL ClientApp: ``FalClient`` keeps pool, labels, candidates; computes inputs, selects
+    fal_client.py         FAL ClientApp (light: flwr, numpy, the protocols): ``handle`` dispatches each message
+    fal_node.py           ``FalClient`` (torch): the client's data, inputs to secure sums, selections
+    node_data.py          a client's data on its node: simulated split rows (cached) or its own .npz / images
+    fork_executor.py      warm SuperExec: ClientApp tasks run in forks of a preloaded process
     run_config.py         settings dataclasses <-> Flower run config
     synthetic.py          deterministic synthetic inputs (seed, client, round) of this phase
     app_bundle.py         the Flower App directory that ``flwr run`` bundles

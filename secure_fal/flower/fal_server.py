@@ -62,7 +62,7 @@ from .fal_client import SELECT_RECORD, SELECT_TYPE
 from .server_app import discover_clients, write_json
 from .run_config import settings_kwargs, to_run_config
 from .session_keys import SETUP_TYPE, ServerSetup
-from .transport import (ROUND_TYPE, Channel, FlowerRound, ServerRound, WireCosts, drive, grid_channel,
+from .transport import (ROUND_TYPE, Channel, FlowerRound, Patience, ServerRound, WireCosts, drive, grid_channel,
                         needs_session_keys)
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class FalSettings:
 
     Attributes:
         experiment: JSON of ``ExperimentConfig.to_dict()`` (the clients read the same run config key).
-        timeout: seconds to wait for the answers of each exchange (default 30).
+        timeout: floor (s) of the wait for the answers of each exchange (default 30; ``transport.Patience``).
         min_nodes: nodes that must answer the hello (default 2).
         wait_nodes: seconds to wait for ``min_nodes`` nodes to connect (default 60).
         result_file: where to write the run's record as JSON after every cycle ('' = nowhere).
@@ -315,7 +315,8 @@ class FalServer:
 def make_fal_server_app(settings: FalSettings | None = None, record: dict | None = None) -> ServerApp:
     """A ServerApp running ``FalServer`` over the Grid; settings from the run config unless given.
 
-    The record {"settings", "clients", "cycles": [...], "wire": {"down", "up"} (Flower bytes), "seconds"}, plus
+    The record {"settings", "clients", "cycles": [...], "wire": {"down", "up"} (Flower bytes), "started" (Unix time
+    the ServerApp began), "seconds"}, plus
     "error" if the run fails (then re-raised), is kept in ``record`` (when given: filled in place, for callers
     in the same process, e.g. the simulation engine) and written to ``result_file`` after every cycle.
     """
@@ -326,7 +327,7 @@ def make_fal_server_app(settings: FalSettings | None = None, record: dict | None
         s = settings or FalSettings.from_run_config(context.run_config)
         t0 = time.perf_counter()
         out = record if record is not None else {}
-        out.update(settings=asdict(s), cycles=[], wire={"down": 0, "up": 0})
+        out.update(settings=asdict(s), cycles=[], wire={"down": 0, "up": 0}, started=time.time())
         wire = WireCosts()
 
         def save() -> None:
@@ -341,9 +342,10 @@ def make_fal_server_app(settings: FalSettings | None = None, record: dict | None
 
         try:
             config = ExperimentConfig.from_dict(json.loads(s.experiment))
-            nodes = discover_clients(grid, min_nodes=s.min_nodes, wait_nodes=s.wait_nodes, timeout=s.timeout)
+            patience = Patience(s.timeout)
+            nodes = discover_clients(grid, min_nodes=s.min_nodes, wait_nodes=s.wait_nodes, timeout=patience)
             out["clients"] = sorted(nodes)
-            channel = grid_channel(grid, nodes, timeout=s.timeout, wire=wire, reject=lambda line: log.warning("%s", line))
+            channel = grid_channel(grid, nodes, timeout=patience, wire=wire, reject=lambda line: log.warning("%s", line))
             server = FalServer(config, tuple(nodes), channel,
                                lambda: {c for c, n in nodes.items() if n in set(grid.get_node_ids())})
             server.run(on_cycle)

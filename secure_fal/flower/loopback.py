@@ -95,17 +95,27 @@ class LoopbackFederation:
         task_poll_s: how often each SuperExec polls for ClientApp/ServerApp tasks to start (Flower's
             default is 1 s; 0.1 s here shortens every exchange).
         env: extra environment variables for every Flower process (e.g. FLWR_LOG_LEVEL=DEBUG).
+        executor: how each SuperNode runs its ClientApp tasks: "flower" (Flower's default: a fresh
+            ``flwr-clientapp`` process per message) or "fork" (``fork_executor``: a fork of a warm process that has
+            imported ``preload``; the SuperNode runs with ``--isolation process``).
+        preload: modules the "fork" executor imports before forking (e.g. ``secure_fal.flower.fal_node``).
     """
 
     def __init__(self, workdir: str | Path, node_configs: Sequence[Mapping[str, ConfigValue]], *,
                  startup_timeout: float = 60.0, task_poll_s: float = 0.1,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, executor: str = "flower",
+                 preload: Sequence[str] = ()) -> None:
+        if executor not in ("flower", "fork"):
+            raise ValueError(f"executor must be 'flower' or 'fork', got {executor!r}")
         self.workdir = Path(workdir)
         self.node_configs = [dict(c) for c in node_configs]
         self.startup_timeout = startup_timeout
+        self.executor = executor
+        self.preload = tuple(preload)
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.nodes: list[subprocess.Popen | None] = []
+        self.executors: list[subprocess.Popen | None] = []
         self.runs: list[subprocess.Popen] = []
         # Flower starts its helpers (flower-superexec, flwr-serverapp, flwr-clientapp) from PATH
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -150,9 +160,17 @@ class LoopbackFederation:
         self._wait_listening(self.port, self.superlink, "superlink")
         for i, config in enumerate(self.node_configs):
             node_config = " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
-            self.nodes.append(self._spawn(f"supernode-{i}", [
-                _bin("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}",
-                "--host", HOST, "--port", str(free_port()), "--node-config", node_config]))
+            runtime_port = free_port()
+            isolation = ["--isolation", "process"] if self.executor == "fork" else []
+            node = self._spawn(f"supernode-{i}", [
+                _bin("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}", *isolation,
+                "--host", HOST, "--port", str(runtime_port), "--node-config", node_config])
+            self.nodes.append(node)
+            if self.executor == "fork":
+                preload = [arg for module in self.preload for arg in ("--preload", module)]
+                self.executors.append(self._spawn(f"executor-{i}", [
+                    sys.executable, "-m", "secure_fal.flower.fork_executor", "--insecure",
+                    "--runtime-api-address", f"{HOST}:{runtime_port}", "--parent-pid", str(node.pid), *preload]))
 
     def _wait_listening(self, port: int, proc: subprocess.Popen, name: str) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -213,7 +231,7 @@ class LoopbackFederation:
     def listening_addresses(self) -> set[tuple[str, int]]:
         """(IPv4 address, port) of every TCP socket listening in the federation's process trees (Linux)."""
         pids = set()
-        for proc in [self.superlink, *self.nodes, *self.runs]:
+        for proc in [self.superlink, *self.nodes, *self.executors, *self.runs]:
             if proc is not None and proc.poll() is None:
                 pids |= {proc.pid, *descendants(proc.pid)}
         inodes = set()
@@ -247,11 +265,13 @@ class LoopbackFederation:
         return False
 
     def kill_node(self, index: int) -> None:
-        """SIGKILL SuperNode ``index`` and every process it started (it stops answering at once)."""
-        proc = self.nodes[index]
-        if proc is not None:
-            self._kill_group(proc, signal.SIGKILL)
-            self.nodes[index] = None
+        """SIGKILL SuperNode ``index``, its executor (if any) and every process they started (it stops answering
+        at once)."""
+        for procs in (self.nodes, self.executors):
+            proc = procs[index] if index < len(procs) else None
+            if proc is not None:
+                self._kill_group(proc, signal.SIGKILL)
+                procs[index] = None
 
     @staticmethod
     def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
@@ -280,10 +300,11 @@ class LoopbackFederation:
         for proc in self.runs:
             if proc.poll() is None:
                 self._kill_group(proc)
-        for i, proc in enumerate(self.nodes):
-            if proc is not None:
-                self._kill_group(proc)
-                self.nodes[i] = None
+        for procs in (self.executors, self.nodes):
+            for i, proc in enumerate(procs):
+                if proc is not None:
+                    self._kill_group(proc)
+                    procs[i] = None
         if self.superlink is not None:
             self._kill_group(self.superlink)
             self.superlink = None

@@ -1,4 +1,6 @@
-"""Benchmark anchor: Flower's own SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``) on our workload.
+"""Benchmark anchors: Flower's own SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``) and Flower's plain FedAvg
+fit round (``AnchorSettings.plain``: the same clients, no secure aggregation: Flower's floor for one round) on our
+workload.
 
 ``time_secaggplus(length, clients, dropout_rate)`` runs one SecAgg+ fit round of Flower among ``clients``
 ClientApps, each contributing ``synthetic_input(seed, cid, 1, length, bound)`` as its single parameter
@@ -42,6 +44,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.default_workflows import default_fit_workflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid, ServerApp
 
@@ -69,6 +72,7 @@ class AnchorSettings:
         threshold: shares needed to reconstruct a secret; 0 means floor(2n/3) + 1.
         timeout: seconds the workflow waits for the answers of each stage.
         result_file: where the ServerApp writes its ``AnchorResult`` as JSON ('' = nowhere).
+        plain: True: Flower's plain FedAvg fit round (one exchange, inputs in the clear), no SecAgg+.
     """
 
     length: int = 1000
@@ -79,6 +83,7 @@ class AnchorSettings:
     threshold: int = 0
     timeout: float = 120.0
     result_file: str = ""
+    plain: bool = False
 
     @property
     def dropped(self) -> tuple[int, ...]:
@@ -93,8 +98,8 @@ class AnchorSettings:
         """ValueError unless the survivors can reach the threshold and the sizes make sense."""
         if self.clients < 3 or self.length < 1:
             raise ValueError(f"need clients >= 3 and length >= 1, got {self.clients}, {self.length}")
-        if not 0 <= self.dropout_rate < 1:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if not 0 <= self.dropout_rate < 1 or (self.plain and self.dropout_rate):
+            raise ValueError(f"dropout_rate must be in [0, 1) (0 for a plain round), got {self.dropout_rate}")
         survivors = self.clients - len(self.dropped)
         if survivors < self.reconstruction_threshold:
             raise ValueError(f"{survivors} survivors cannot reach the threshold t={self.reconstruction_threshold}")
@@ -112,7 +117,7 @@ class AnchorResult:
     """One timing of Flower's SecAgg+.
 
     Attributes:
-        seconds: wall seconds of the SecAgg+ fit workflow (4 stages) in the ServerApp.
+        seconds: wall seconds of the fit workflow in the ServerApp (SecAgg+: 4 stages; plain: 1 exchange).
         bytes_down: bytes of the Flower Messages the workflow sent (all clients together).
         bytes_up: bytes of the replies it received.
         length, clients: workload size.
@@ -121,6 +126,7 @@ class AnchorResult:
             to 2^22 levels over [-bound, bound]); a sanity check that the round really aggregated.
         engine: 'simulation' or 'deployment'.
         wall_seconds: wall time of the whole call, start-up of the engine and apps included.
+        protocol: 'flower-secaggplus' or 'flower-plain'.
     """
 
     seconds: float
@@ -132,6 +138,7 @@ class AnchorResult:
     max_abs_error: float
     engine: str = ""
     wall_seconds: float = 0.0
+    protocol: str = "flower-secaggplus"
 
     @property
     def total_bytes(self) -> int:
@@ -177,7 +184,8 @@ class MeteredGrid(Grid):
 
 
 def make_anchor_server_app(settings: AnchorSettings | None = None, sink: list | None = None) -> ServerApp:
-    """The anchor's ServerApp: one FedAvg round whose fit is Flower's SecAgg+ workflow, timed.
+    """The anchor's ServerApp: one FedAvg round whose fit is Flower's SecAgg+ workflow (or, with ``plain``, Flower's
+    default fit), timed.
 
     Settings come from the run config unless given; the AnchorResult is appended to ``sink`` (when
     given) and written to ``settings.result_file`` (when set).
@@ -203,7 +211,7 @@ def make_anchor_server_app(settings: AnchorSettings | None = None, sink: list | 
                             for nid in grid.get_node_ids()], s.timeout)
             metered = MeteredGrid(grid)
             t0 = time.perf_counter()
-            secagg(metered, ctx)
+            (default_fit_workflow if s.plain else secagg)(metered, ctx)
             measured.update(seconds=time.perf_counter() - t0, down=metered.bytes_down, up=metered.bytes_up)
 
         legacy = LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy)
@@ -213,7 +221,8 @@ def make_anchor_server_app(settings: AnchorSettings | None = None, sink: list | 
         survivors = [c for c in range(n) if c not in s.dropped]
         exact = np.mean([synthetic_input(s.seed, c, 1, s.length, s.bound) for c in survivors], axis=0)
         result = AnchorResult(measured["seconds"], int(measured["down"]), int(measured["up"]), s.length, n,
-                              s.dropped, float(np.max(np.abs(aggregate - exact))))
+                              s.dropped, float(np.max(np.abs(aggregate - exact))),
+                              protocol="flower-plain" if s.plain else "flower-secaggplus")
         if sink is not None:
             sink.append(result)
         if s.result_file:
@@ -245,7 +254,8 @@ def make_anchor_client_app(settings: AnchorSettings | None = None) -> ClientApp:
     """The anchor's ClientApp: a NumPyClient behind Flower's ``secaggplus_mod``, behind a mod that makes
     the clients of the dropout plan answer the masked-vector stage with an error (what the workflow
     counts as a dropout) instead of their masked vector; raising would also restart the simulation
-    engine's worker, which would be timed as if it were SecAgg+'s cost."""
+    engine's worker, which would be timed as if it were SecAgg+'s cost. In a plain run (``plain``) the SecAgg+
+    mod is skipped."""
 
     def client_fn(context: Context):  # noqa: ANN202
         return _SyntheticClient(client_id_of(context), _settings_of(settings, context)).to_client()
@@ -257,7 +267,12 @@ def make_anchor_client_app(settings: AnchorSettings | None = None) -> ClientApp:
             return Message(Error(DROPOUT_ERROR_CODE, f"client {cid} drops out (anchor dropout plan)"), reply_to=msg)
         return call_next(msg, context)
 
-    return ClientApp(client_fn=client_fn, mods=[dropout_mod, secaggplus_mod])
+    def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if _settings_of(settings, context).plain:
+            return call_next(msg, context)
+        return secaggplus_mod(msg, context, call_next)
+
+    return ClientApp(client_fn=client_fn, mods=[dropout_mod, secagg_mod])
 
 
 server_app = make_anchor_server_app()

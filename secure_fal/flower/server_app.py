@@ -30,7 +30,8 @@ from ..secagg.errors import DropoutError, MessageError, SecAggError
 from ..secagg.machine import RoundSpec
 from .run_config import settings_kwargs, to_run_config
 from .session_keys import SetupOutcome, run_setup
-from .transport import HELLO_TYPE, RECORD, FlowerRound, client_id_from_hello, exchange, needs_session_keys, run_round
+from .transport import (HELLO_TYPE, RECORD, FlowerRound, Patience, client_id_from_hello, exchange, needs_session_keys,
+                        run_round)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class SessionSettings:
         bound: public bound on |value| (default 1.0).
         frac_bits: fixed-point fractional bits (default 24).
         seed: session seed: session id, and the clients' synthetic inputs (default 0).
-        timeout: seconds to wait for the answers of each exchange (default 30).
+        timeout: floor (s) of the wait for the answers of each exchange (default 30; ``transport.Patience``).
         min_nodes: nodes that must have answered the hello before the first round (default 2).
         wait_nodes: seconds to wait for ``min_nodes`` nodes to connect (default 60).
         result_file: where to write the session's results as JSON ('' = nowhere).
@@ -83,20 +84,21 @@ class SessionSettings:
         return out
 
 
-def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: float) -> dict[int, int]:
+def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: float | Patience) -> dict[int, int]:
     """Client id -> Flower node id, from a hello exchange with every connected node.
 
     Waits up to ``wait_nodes`` seconds for ``min_nodes`` nodes, then asks each its client id and waits for the
-    answers ``timeout`` seconds plus what is left of ``wait_nodes`` (a node's first ClientApp process starts
-    cold). Raises DropoutError if fewer than ``min_nodes`` answered, MessageError if two nodes claim one
-    client id.
+    answers as ``timeout`` (a ``Patience``, or its floor in seconds) allows: a node's first ClientApp process
+    starts cold, and Patience waits for it.
+    Raises DropoutError if fewer than ``min_nodes`` answered, MessageError if two nodes claim one client id.
     """
+    patience = Patience.of(timeout)
     deadline = time.monotonic() + wait_nodes
     while len(node_ids := sorted(grid.get_node_ids())) < min_nodes and time.monotonic() < deadline:
         time.sleep(0.5)
-    hellos = [Message(RecordDict({RECORD: ConfigRecord()}), node, HELLO_TYPE, group_id="hello") for node in node_ids]
+    hellos = [Message(RecordDict({RECORD: ConfigRecord()}), node, HELLO_TYPE, group_id="hello", ttl=patience.ttl)
+              for node in node_ids]
     nodes: dict[int, int] = {}
-    patience = timeout + max(0.0, deadline - time.monotonic())
     for reply in exchange(grid, hellos, patience) if hellos else []:
         node = reply.metadata.src_node_id
         if reply.has_error():
@@ -112,8 +114,8 @@ def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: 
                                field="client-id")
         nodes[cid] = node
     if len(nodes) < min_nodes:
-        raise DropoutError(f"{len(nodes)} of {len(node_ids)} connected nodes named their client id within "
-                           f"{wait_nodes + timeout:.0f} s, {min_nodes} needed")
+        raise DropoutError(f"{len(nodes)} of {len(node_ids)} connected nodes named their client id in time, "
+                           f"{min_nodes} needed")
     return nodes
 
 
@@ -126,13 +128,13 @@ def run_session(grid: Grid, settings: SessionSettings, on_round: Callable[[Flowe
     still lists; round r has round id r and the session id of ``Aggregator(..., seed=settings.seed)``.
     """
     protocol = make_protocol(settings.protocol, **settings.options)
-    nodes = discover_clients(grid, min_nodes=settings.min_nodes, wait_nodes=settings.wait_nodes,
-                             timeout=settings.timeout)
+    patience = Patience(settings.timeout)
+    nodes = discover_clients(grid, min_nodes=settings.min_nodes, wait_nodes=settings.wait_nodes, timeout=patience)
     log.info("clients %s on nodes %s", sorted(nodes), [nodes[c] for c in sorted(nodes)])
     session = random.Random(settings.seed).getrandbits(64)  # as Aggregator(seed=...) draws it
     holders = set(nodes)
     if needs_session_keys(protocol):
-        setup = run_setup(grid, settings.protocol, settings.options, session, nodes, timeout=settings.timeout)
+        setup = run_setup(grid, settings.protocol, settings.options, session, nodes, timeout=patience)
         log.info("keys dealt by client %d to %s in %.2f s", setup.dealer, list(setup.key_holders), setup.seconds)
         protocol, holders = setup.protocol, set(setup.key_holders)
         if on_setup is not None:
@@ -145,7 +147,7 @@ def run_session(grid: Grid, settings: SessionSettings, on_round: Callable[[Flowe
             raise DropoutError("no client is connected", round_id=round_id)
         spec = RoundSpec(session, round_id, members, settings.length,
                          FixedPoint(settings.bound, settings.frac_bits, len(members)))
-        result = run_round(grid, protocol, settings.options, spec, nodes, timeout=settings.timeout,
+        result = run_round(grid, protocol, settings.options, spec, nodes, timeout=patience,
                            workload={"seed": settings.seed})
         log.info("round %d: %d contributors, %.2f s", round_id, len(result.contributors), result.seconds)
         rounds.append(result)

@@ -39,7 +39,7 @@ from ..secagg.ckks_keys import CLIENT_PHASES, SETUP_ROUND, KeyClient, KeyServer
 from ..secagg.errors import MessageError, SecAggError
 from ..secagg.messages import SERVER, peek_header
 from ..secagg.report import Report
-from .transport import (KEYS_RECORD, RECORD, NodePolicy, ServerExchanges, WireCosts, drive, grid_channel,
+from .transport import (KEYS_RECORD, RECORD, NodePolicy, Patience, ServerExchanges, WireCosts, drive, grid_channel,
                         needs_session_keys, pack_messages, session_key_name, unpack_messages)
 
 SETUP_ACTION = "secure_fal_setup"
@@ -153,7 +153,7 @@ class ServerSetup(ServerExchanges):
 
 
 def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], session: int,
-              nodes: Mapping[int, int], *, timeout: float, members: Sequence[int] | None = None,
+              nodes: Mapping[int, int], *, timeout: float | Patience, members: Sequence[int] | None = None,
               poll_s: float = 0.1) -> SetupOutcome:
     """Distribute the session's keys: the server machine here, member ``c``'s machine on node ``nodes[c]``.
 
@@ -162,7 +162,7 @@ def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], ses
         protocol_name, options: the session's protocol (one with session keys) and its constructor options.
         session: the session id of the rounds that will use the keys.
         nodes: client id -> Flower node id.
-        timeout: seconds to wait for the answers of each exchange.
+        timeout: how long each exchange waits for answers (``transport.Patience``, or its floor in seconds).
         members: the clients to give the keys to (default: every client in ``nodes``).
         poll_s: seconds between polls of the SuperLink for replies.
 

@@ -21,7 +21,8 @@ Envelope (protocols/flower.md):
   distribution, in the same envelope (``session_keys.py``); each node keeps its keys in its
   ``Context.state`` (record ``secure_fal.keys``), where ``client_step`` finds them for the session's rounds.
 
-The server sends one batch per *exchange* and waits up to ``timeout`` seconds for the answers. A node
+The server sends one batch per *exchange* and waits for the answers as ``Patience`` allows (at least
+``timeout`` seconds, longer on a machine whose nodes answer slowly). A node
 that does not answer in time (crashed, unreachable, or answering with an error) is treated exactly like
 a client that the in-process transport drops (``Faults(drop=...)``): the server machine's ``on_timeout``
 closes the phase without it, and it is not addressed again in that round.
@@ -357,19 +358,78 @@ class ServerRound(ServerExchanges):
         return FlowerRound(self.server.result, self.server.contributors, self.report, self.wire, seconds)
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float, poll_s: float = 0.1) -> list[Message]:
-    """Push ``messages`` and collect replies until all arrived or ``timeout`` seconds passed.
+@dataclass
+class Patience:
+    """How long an exchange waits for its answers: never less than the configured ``timeout``, and on a slow or
+    loaded machine as long as its honest nodes need (protocols/flower.md §Dropouts).
 
-    Like ``Grid.send_and_receive`` but polls the SuperLink every ``poll_s`` seconds instead of every 3 s.
+    In the deployment engine every message starts a fresh ClientApp process, whose cold start (interpreter, flwr,
+    and for a training step torch) can take tens of seconds on a loaded machine; a fixed timeout would then drop
+    honest nodes. So an exchange waits:
+
+    - until every node answered, or
+    - while no node has answered at all, up to ``cap`` seconds (nothing is lost by waiting: without any answer
+      the round could not go on), then
+    - once answers come (error replies do not count), until max(``timeout``, ``factor`` * b), where b is the
+      latency of the latest answer so far, measured from the send: each answer extends the wait.
+
+    The answers measure how slow the federation is right now (cold starts, load), for the exchange at hand: a node
+    is given ``factor`` times as long as the slowest node that answered. One that has not answered by then counts
+    as dropped; the protocol's own rules (thresholds) decide what follows. Only the time to detect a dead node
+    grows with the machine's slowness, never the dropouts.
+
+    Attributes:
+        timeout: s, the configured floor of every exchange's wait.
+        factor: how many times the latest answer's latency a missing node may take.
+        cap: s, the longest wait for the first answer (default max(10 x timeout, 300 s)).
     """
+
+    timeout: float
+    factor: float = 3.0
+    cap: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0 or not self.factor >= 1:
+            raise ValueError(f"patience needs timeout > 0 and factor >= 1, got {self.timeout}, {self.factor}")
+        if self.cap <= 0:
+            self.cap = max(10.0 * self.timeout, 300.0)
+
+    @classmethod
+    def of(cls, timeout: float | Patience) -> Patience:
+        """``timeout`` itself if it is a Patience, else one with that floor."""
+        return timeout if isinstance(timeout, Patience) else cls(float(timeout))
+
+    @property
+    def ttl(self) -> float:
+        """s, lifetime of a message in the SuperLink: the longest any exchange may wait, plus clock-skew slack."""
+        return max(self.cap, self.timeout) + TTL_SLACK_S
+
+    def deadline(self, latest: float | None) -> float:
+        """s after the send at which an exchange stops waiting, given its latest answer's latency (None: none yet)."""
+        if latest is None:
+            return max(self.cap, self.timeout)
+        return max(self.timeout, self.factor * latest)
+
+
+def exchange(grid: Grid, messages: list[Message], patience: float | Patience, poll_s: float = 0.1) -> list[Message]:
+    """Push ``messages`` and collect replies until all arrived or the ``patience`` deadline passed.
+
+    Like ``Grid.send_and_receive`` but polls the SuperLink every ``poll_s`` seconds instead of every 3 s, and
+    stops by ``Patience.deadline`` (a float is a fixed timeout, the floor of a fresh ``Patience``).
+    """
+    patience = Patience.of(patience)
+    sent = time.monotonic()
     pending = set(grid.push_messages(messages))
-    deadline = time.monotonic() + timeout
     replies: list[Message] = []
+    latest: float | None = None
     while pending:
         got = list(grid.pull_messages(pending))
+        waited = time.monotonic() - sent
+        if any(not m.has_error() for m in got):
+            latest = waited
         replies += got
         pending -= {m.metadata.reply_to_message_id for m in got}
-        if not pending or time.monotonic() >= deadline:
+        if not pending or waited >= patience.deadline(latest):
             break
         time.sleep(poll_s)
     return replies
@@ -381,24 +441,25 @@ reply; a client missing from the result did not answer in time. Over Flower: ``g
 calling the clients' handlers in process."""
 
 
-def grid_channel(grid: Grid, nodes: Mapping[int, int], *, timeout: float, wire: WireCosts,
+def grid_channel(grid: Grid, nodes: Mapping[int, int], *, timeout: float | Patience, wire: WireCosts,
                  reject: Callable[[str], None], poll_s: float = 0.1) -> Channel:
-    """A Channel over the Grid: one Message per client to its node ``nodes[c]``, TTL ``timeout + TTL_SLACK_S``,
-    answers collected for ``timeout`` seconds (``exchange``).
+    """A Channel over the Grid: one Message per client to its node ``nodes[c]``, TTL ``Patience.ttl``, answers
+    collected as long as ``timeout`` (a ``Patience``, or its floor in seconds) allows (``exchange``).
 
     The Flower bytes of every Message (``flower_bytes``) are added per client to ``wire.bytes_down`` /
     ``wire.bytes_up``; a reply from a node that is no client's is passed over and described to ``reject``.
     """
+    patience = Patience.of(timeout)
     client_of = {node: cid for cid, node in nodes.items()}
 
     def send(message_type: str, group: str, batches: dict[int, RecordDict]) -> dict[int, RecordDict | str]:
         messages = []
         for cid, content in batches.items():
-            msg = Message(content, nodes[cid], message_type, group_id=group, ttl=timeout + TTL_SLACK_S)
+            msg = Message(content, nodes[cid], message_type, group_id=group, ttl=patience.ttl)
             wire.bytes_down[cid] = wire.bytes_down.get(cid, 0) + flower_bytes(msg)
             messages.append(msg)
         answers: dict[int, RecordDict | str] = {}
-        for reply in exchange(grid, messages, timeout, poll_s):
+        for reply in exchange(grid, messages, patience, poll_s):
             cid = client_of.get(reply.metadata.src_node_id)
             if cid is None:
                 reject(f"reply from node {reply.metadata.src_node_id}, which is no client of this session")
@@ -422,7 +483,7 @@ def drive(channel: Channel, state: ServerExchanges, *, message_type: str, group:
 
 
 def run_round(grid: Grid, protocol: SecureSumProtocol, options: Mapping[str, object], spec: RoundSpec,
-              nodes: Mapping[int, int], *, timeout: float, workload: Mapping[str, object] | None = None,
+              nodes: Mapping[int, int], *, timeout: float | Patience, workload: Mapping[str, object] | None = None,
               poll_s: float = 0.1) -> FlowerRound:
     """Run one secure sum with the server machine here and client ``c``'s machine on node ``nodes[c]``.
 
@@ -433,7 +494,8 @@ def run_round(grid: Grid, protocol: SecureSumProtocol, options: Mapping[str, obj
         options: the protocol constructor's keyword arguments, sent to every client.
         spec: the round's public parameters; every id in ``spec.clients`` must be in ``nodes``.
         nodes: client id -> Flower node id.
-        timeout: seconds to wait for the answers of each exchange; later answers are ignored.
+        timeout: how long each exchange waits for answers (``Patience``, or its floor in seconds); later answers
+            are ignored.
         workload: parameters for the clients' input source (ConfigRecord values only).
         poll_s: seconds between polls of the SuperLink for replies.
 

@@ -1,0 +1,282 @@
+"""What one FAL client computes on its node: its inputs to secure sums, and its selections (heavy: torch).
+
+``fal_client.py`` (the ClientApp) imports this module only for a message that needs the client's data or model:
+the opening of a FedAvg, gamma, k-means or ownership sum, and selection requests. Hello, key distribution and the
+later exchanges of a sum (shares, unmask) never import it, nor torch.
+
+The client runs the in-process strategy's own per-client code (``LocalQueryStrategy.select_on_client``,
+``FairFAL.client_gamma`` and ``select_on_client``, ``FALGlobal.candidates`` and ``Candidates``) on a
+``ClientPools`` that holds this client's rows only (``node_data``: the simulated split's rows, from the node-local
+cache, or the node's own data), in the node's own index space 0..n-1. Labeled sets are kept in the node state under
+the ids of ``ClientData.index`` (train indices of the simulated split), so a deployment reports what the in-process
+run does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch._dynamo  # noqa: F401  (torch.optim imports it on first use, ~2 s; here a warm executor's preload has it)
+from flwr.app import ConfigRecord, RecordDict
+
+from ..experiment.config import ExperimentConfig
+from ..experiment.setup import build_strategy, build_trainer, initial_labeled
+from ..federated import SGDConfig, train_local
+from ..federated.fedavg import StateVector, client_seed
+from ..federated.kmeans import cluster_stats
+from ..federated.ownership import owned_items, ownership_keys, under_threshold
+from ..secagg.errors import InputError, MessageError
+from ..secagg.machine import RoundSpec
+from ..strategies import ClientPools, Cycle, FairFAL, FALGlobal, LocalQueryStrategy, derive_seed
+from ..strategies.fairfal import gamma_input
+from ..strategies.fal_global import DISTANCE_BOUND, Candidates
+from .fal_client import CANDIDATES_RECORD, LABELED_RECORD, SELECT_RECORD
+from .node_data import ClientData, DataSource, client_data
+
+
+@functools.lru_cache(maxsize=16)
+def _experiment(config_json: str, cid: int, source: DataSource):
+    """(config, client data, pools, trainer, strategy) of client ``cid`` in an experiment JSON; kept per process
+    (the simulation engine's workers serve many messages; a deployment's ClientApp process serves one, and finds
+    the rows in the node-local cache instead)."""
+    config = ExperimentConfig.from_dict(json.loads(config_json))
+    if not 0 <= cid < config.data.clients:
+        raise InputError(f"no such client in an experiment of {config.data.clients} clients", client=cid,
+                         field="client-id")
+    data = client_data(config, cid, source)
+    empty = np.empty(0, dtype=np.int64)
+    pools = ClientPools(torch.from_numpy(data.x), torch.from_numpy(data.y),
+                        tuple(np.arange(len(data.y), dtype=np.int64) if k == cid else empty
+                              for k in range(config.data.clients)),
+                        torch.empty((0, *data.x.shape[1:])), torch.empty(0, dtype=torch.int64), data.num_classes)
+    trainer = build_trainer(config, pools)
+    return config, data, pools, trainer, build_strategy(config, pools, trainer)
+
+
+def _array(raw: object, dtype: type, shape: tuple[int, ...], *, cid: int, field: str,
+           round_id: int | None = None) -> np.ndarray:
+    """A numpy array of ``dtype`` and ``shape`` from message bytes; MessageError naming the field if the size
+    does not match."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if not isinstance(raw, bytes) or len(raw) != size:
+        got = len(raw) if isinstance(raw, bytes) else type(raw).__name__
+        raise MessageError(f"expected {size} bytes of {np.dtype(dtype).name} {shape}, got {got}", client=cid,
+                           round_id=round_id, field=field)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+
+def _int(record: Mapping[str, object], key: str, *, cid: int, round_id: int | None = None, low: int = 0) -> int:
+    value = record.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise MessageError(f"expected an int >= {low}, got {value!r}", client=cid, round_id=round_id, field=key)
+    return value
+
+
+class FalClient:
+    """Client ``cid`` of the experiment, with ``state`` (the node's Context.state) holding its labeled set.
+
+    Args:
+        config_json: the experiment (JSON of ``ExperimentConfig.to_dict()``).
+        cid: this client's id, 0 <= cid < data.clients.
+        state: RecordDict kept on the node between messages.
+        source: where the node's data comes from (``node_data.data_source_of`` its node config).
+    """
+
+    def __init__(self, config_json: str, cid: int, state: RecordDict, source: DataSource = DataSource()) -> None:
+        self.config, self.data, self.pools, self.trainer, self.strategy = _experiment(config_json, cid, source)
+        self.cid = cid
+        self.state = state
+
+    @property
+    def labeled(self) -> np.ndarray:
+        """int64 positions (node index space) labeled so far, in labeling order (the initial random draw until the
+        first selection)."""
+        record = self.state.config_records.get(LABELED_RECORD)
+        if record is None:
+            return initial_labeled(self.pools, self.config.active.initial_fraction, self.config.seed)[self.cid]
+        ids = np.frombuffer(record["indices"], dtype=np.int64)
+        positions = np.searchsorted(self.data.index, ids)
+        if np.any(positions >= len(self.data.index)) or np.any(self.data.index[np.minimum(
+                positions, len(self.data.index) - 1)] != ids):
+            raise InputError("the node state's labeled set names samples this node does not hold (data changed "
+                             "during the run?)", client=self.cid, field=LABELED_RECORD)
+        return positions.astype(np.int64)
+
+    def _cycle(self, record: Mapping[str, object], round_id: int | None = None) -> Cycle:
+        return Cycle(_int(record, "cycle", cid=self.cid, round_id=round_id), self.config.seed, None)
+
+    def _global_model(self, cycle: int, raw: object, round_id: int | None = None):
+        """(the cycle's model architecture holding the broadcast global state, its StateVector)."""
+        model = self.trainer.fresh_model(derive_seed(self.config.seed, "init", cycle))
+        layout = StateVector(model)
+        layout.set(model, _array(raw, np.float64, (layout.length,), cid=self.cid, field="global", round_id=round_id))
+        return model, layout
+
+    def _use_global(self, cycle: Cycle, raw: object, round_id: int | None = None) -> None:
+        self.strategy.use_global_model(cycle, self._global_model(cycle.index, raw, round_id)[0])
+
+    def round_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
+        """This client's input to a secure sum, by the workload's ``kind`` (see the module docstring)."""
+        kind = workload.get("kind")
+        inputs = {"fedavg": self.fedavg_input, "gamma": self.gamma_input, "kmeans": self.kmeans_input,
+                  "owners": self.owners_input}
+        if kind not in inputs:
+            raise MessageError(f"unknown kind of input {kind!r}; expected one of {sorted(inputs)}", client=self.cid,
+                               round_id=spec.round_id, field="workload.kind")
+        vector = inputs[kind](spec, workload)
+        if len(vector) != spec.length:
+            raise MessageError(f"{kind} round of length {spec.length}, this client's input has {len(vector)}",
+                               client=self.cid, round_id=spec.round_id, field="length")
+        return vector
+
+    def fedavg_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
+        """Train from the broadcast global model; return [n_k * delta, n_k] (float64, (L + 1,))."""
+        cycle = _int(workload, "cycle", cid=self.cid, round_id=spec.round_id)
+        r = workload.get("round")
+        if not isinstance(r, int) or not 0 <= r < self.config.training.rounds:
+            raise MessageError(f"workload needs an int 'round' in [0, {self.config.training.rounds}), got {r!r}",
+                               client=self.cid, round_id=spec.round_id, field="workload.round")
+        model, layout = self._global_model(cycle, workload.get("global"), spec.round_id)
+        global_vec = layout.get(model)  # as train_federated reads it: float64 of the model's own dtypes
+        x, y = self.pools.labeled_data(self.labeled)
+        fed = self.trainer.fedavg
+        sgd = SGDConfig(fed.lr_at(r), fed.sgd.momentum, fed.sgd.weight_decay, fed.sgd.batch_size)
+        train_local(model, x, y, epochs=fed.local_epochs, sgd=sgd, device=self.trainer.device,
+                    seed=client_seed(derive_seed(self.config.seed, "fedavg", cycle), r, self.cid))
+        delta = layout.get(model) - global_vec
+        worst = int(np.argmax(np.abs(delta)))
+        if not abs(delta[worst]) <= fed.update_bound:
+            raise InputError(f"FedAvg round {r + 1}: update {delta[worst]!r} exceeds update_bound {fed.update_bound}",
+                             client=self.cid, round_id=spec.round_id, field=layout.name_at(worst))
+        n = float(len(y))
+        return np.append(delta * n, n)
+
+    def gamma_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
+        """FairFAL: [gamma_k, 1] of this client under the broadcast global model."""
+        strategy = self._strategy(FairFAL, spec.round_id)
+        self._use_global(self._cycle(workload, spec.round_id), workload.get("global"), spec.round_id)
+        return gamma_input(self.cid, strategy.client_gamma(self.labeled))
+
+    def kmeans_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
+        """FAL-Global: ``cluster_stats`` of the kept candidates for the broadcast centres."""
+        candidates = self._candidates(workload, spec.round_id)
+        centres = self._centres(workload, "centres", candidates, field="workload.centres", round_id=spec.round_id)
+        points = candidates.points
+        return cluster_stats(points, candidates.weights, torch.as_tensor(centres, device=points.device))
+
+    def owners_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
+        """FAL-Global without quota: 1 per centroid where this client's ownership key is under the threshold."""
+        candidates = self._candidates(workload, spec.round_id)
+        centroids = self._centres(workload, "centroids", candidates, field="centroids", round_id=spec.round_id)
+        keys = self._ownership_keys(candidates, centroids, workload, spec.round_id)
+        thresholds = _array(workload.get("thresholds"), np.int64, keys.shape, cid=self.cid,
+                            field="workload.thresholds", round_id=spec.round_id)
+        active = _array(workload.get("active"), np.uint8, keys.shape, cid=self.cid, field="workload.active",
+                        round_id=spec.round_id).astype(bool)
+        return under_threshold(keys, thresholds, active)
+
+    def _centres(self, record: Mapping[str, object], key: str, candidates: Candidates, *, field: str,
+                 round_id: int | None = None) -> np.ndarray:
+        """The (m, d) float64 centres under ``key`` (m from the record's ``m``, d the candidates' dimension)."""
+        m = _int(record, "m", cid=self.cid, round_id=round_id, low=1)
+        return _array(record.get(key), np.float64, (m, candidates.points.shape[1]), cid=self.cid, field=field,
+                      round_id=round_id)
+
+    def _ownership_keys(self, candidates: Candidates, centroids: np.ndarray, record: Mapping[str, object],
+                        round_id: int | None = None) -> np.ndarray:
+        """This client's keys over the centroids, ranked among the record's ``owners-members`` (MessageError if
+        it is not one of them)."""
+        members = record.get("owners-members")
+        if not isinstance(members, list) or members != sorted(set(members)) or self.cid not in members:
+            raise MessageError(f"'owners-members' must be a sorted list of distinct ids holding {self.cid}, "
+                               f"got {members!r}", client=self.cid, round_id=round_id, field="owners-members")
+        return ownership_keys(candidates.closest(centroids), members.index(self.cid), len(members), DISTANCE_BOUND)
+
+    def _strategy(self, cls: type, round_id: int | None = None):
+        if not isinstance(self.strategy, cls):
+            raise MessageError(f"this experiment runs {self.strategy.name!r}, not {cls.name!r}", client=self.cid,
+                               round_id=round_id, field="workload.kind")
+        return self.strategy
+
+    def _candidates(self, record: Mapping[str, object], round_id: int | None = None) -> Candidates:
+        """The candidates kept for the record's cycle; MessageError if this client has none for it."""
+        cycle = _int(record, "cycle", cid=self.cid, round_id=round_id)
+        kept = self.state.config_records.get(CANDIDATES_RECORD)
+        if kept is None or kept["cycle"] != cycle:
+            raise MessageError(f"no candidates kept for cycle {cycle} (step 'candidates' missed?)", client=self.cid,
+                               round_id=round_id, field=CANDIDATES_RECORD)
+        n, d = kept["shape"]
+        device = self.trainer.device
+        dtype = getattr(torch, kept["dtype"])
+        points = torch.from_numpy(np.frombuffer(kept["points"], dtype=np.dtype(kept["dtype"])).reshape(n, d).copy())
+        weights = torch.from_numpy(np.frombuffer(kept["weights"], dtype=np.dtype(kept["dtype"])).copy())
+        return Candidates(np.frombuffer(kept["positions"], dtype=np.int64).copy(), points.to(device, dtype),
+                          weights.to(device, dtype))
+
+    def _keep_candidates(self, cycle: int, candidates: Candidates) -> None:
+        points = candidates.points.detach().cpu()
+        self.state.config_records[CANDIDATES_RECORD] = ConfigRecord({
+            "cycle": cycle, "positions": candidates.positions.astype(np.int64).tobytes(),
+            "points": points.numpy().tobytes(), "weights": candidates.weights.detach().cpu().numpy().tobytes(),
+            "shape": list(points.shape), "dtype": str(points.dtype).removeprefix("torch.")})
+
+    def select(self, content: RecordDict) -> RecordDict:
+        """Answer a selection request (see the module docstring); reply {"cycle", "selected"}.
+
+        A repeated ``select`` for a cycle already done is answered again without selecting twice.
+        """
+        record = content.config_records.get(SELECT_RECORD)
+        if record is None:
+            raise MessageError("selection request without its record", client=self.cid, field=SELECT_RECORD)
+        cycle = self._cycle(record)
+        budget, step = _int(record, "budget", cid=self.cid), record.get("step")
+        labeled = self.labeled
+        budget = min(budget, len(self.pools.pools[self.cid]) - len(labeled))
+        if step == "candidates":
+            strategy = self._strategy(FALGlobal)
+            self._use_global(cycle, record.get("global"))
+            self._keep_candidates(cycle.index, strategy.candidates(self.cid, labeled, budget))
+            return RecordDict({SELECT_RECORD: ConfigRecord({"cycle": cycle.index, "selected": 0})})
+        if step != "select":
+            raise MessageError(f"unknown step {step!r}; expected 'candidates' or 'select'", client=self.cid,
+                               field="step")
+        done = self.state.config_records.get(LABELED_RECORD)
+        if done is not None and done["cycle"] >= cycle.index:
+            return RecordDict({SELECT_RECORD: ConfigRecord({"cycle": cycle.index, "selected": done["selected"]})})
+        picks = self._picks(cycle, record, labeled, budget)
+        labeled = np.concatenate([labeled, picks.astype(np.int64)])
+        self.state.config_records[LABELED_RECORD] = ConfigRecord(
+            {"indices": self.data.index[labeled].tobytes(), "cycle": cycle.index, "selected": int(len(picks))})
+        self.state.config_records.pop(CANDIDATES_RECORD, None)
+        return RecordDict({SELECT_RECORD: ConfigRecord({"cycle": cycle.index, "selected": int(len(picks))})})
+
+    def _picks(self, cycle: Cycle, record: Mapping[str, object], labeled: np.ndarray, budget: int) -> np.ndarray:
+        """This client's new positions (node index space), chosen by the strategy's per-client code."""
+        strategy = self.strategy
+        if isinstance(strategy, FALGlobal):
+            candidates = self._candidates(record)
+            centroids = self._centres(record, "centroids", candidates, field="centroids")
+            if strategy.quota:
+                chosen = candidates.quota_choice(centroids, budget)
+            elif self.cid in (record.get("owners-members") or []):
+                owner_threshold = _array(record.get("owner-threshold"), np.int64, (len(centroids),), cid=self.cid,
+                                         field="owner-threshold")
+                keys = self._ownership_keys(candidates, centroids, record)
+                chosen = candidates.owned_choice(centroids, owned_items(keys, owner_threshold))
+            else:  # it dropped out of the ownership rounds: it owns nothing
+                chosen = np.empty(0, dtype=np.int64)
+            return candidates.positions[chosen]
+        self._use_global(cycle, record.get("global"))
+        if isinstance(strategy, FairFAL):
+            gamma_bar = record.get("gamma-bar")
+            if not isinstance(gamma_bar, float) or not 0 < gamma_bar <= 1:
+                raise MessageError(f"expected a float gamma-bar in (0, 1], got {gamma_bar!r}", client=self.cid,
+                                   field="gamma-bar")
+            return strategy.select_on_client(cycle, self.cid, labeled, budget, gamma_bar)[0]
+        if isinstance(strategy, LocalQueryStrategy):
+            return strategy.select_on_client(cycle, self.cid, labeled, budget)
+        raise MessageError(f"strategy {strategy.name!r} does not run over Flower", client=self.cid, field="strategy")

@@ -316,3 +316,50 @@ def test_cli_writes_the_app_dir_and_run_config(tmp_path, capsys):
     assert main(["flower-app", "examples/configs/fairfal_digits.toml", "--out", str(tmp_path / "x"),
                  "--strategy", "client-alone"]) == 1
     assert "does not run over Flower" in capsys.readouterr().err
+
+
+LIGHT_PATH = """
+import json, sys
+import numpy as np
+from flwr.app import RecordDict
+from secure_fal.flower.fal_candidates import keep_candidates, ownership_keys_of
+from secure_fal.flower.fal_client import round_input
+from secure_fal.flower.node_data import DataSource
+from secure_fal.secagg import FixedPoint
+from secure_fal.secagg.machine import RoundSpec
+state = RecordDict()
+points = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+keep_candidates(state, 0, np.arange(5), points, np.linspace(0.1, 1, 5).astype(np.float32))
+centres = np.eye(2, 3)
+spec = RoundSpec(1, 1, (0, 1), 2 + 2 * 2 * 3, FixedPoint(10.0, 24, 2))
+kmeans = round_input(state, 0, "{}", DataSource(), spec, {"kind": "kmeans", "cycle": 0, "centres": centres.tobytes(),
+                                                          "m": 2})
+keys = ownership_keys_of(points, centres, {"owners-members": [0, 1]}, 0)
+spec = RoundSpec(1, 2, (0, 1), 2, FixedPoint(1.0, 24, 2))
+owners = round_input(state, 0, "{}", DataSource(), spec, {
+    "kind": "owners", "cycle": 0, "centroids": centres.tobytes(), "m": 2, "owners-members": [0, 1],
+    "thresholds": np.array([keys[0], keys[1] - 1]).tobytes(), "active": np.ones(2, np.uint8).tobytes()})
+heavy = sorted(m for m in ("torch", "scipy", "matplotlib", "sklearn") if m in sys.modules)
+print("RESULT " + json.dumps([heavy, kmeans.tolist(), keys.tolist(), owners.tolist()]))
+"""
+
+
+def test_kmeans_and_ownership_inputs_need_no_torch_and_equal_the_in_process_code():
+    # a fresh interpreter, as a deployment's ClientApp process: the k-means / ownership openings import no torch
+    out = subprocess.run([sys.executable, "-c", LIGHT_PATH], capture_output=True, text=True, timeout=300)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    assert out.returncode == 0 and line, out.stderr[-2000:]
+    heavy, kmeans, keys, owners = json.loads(line[0][len("RESULT "):])
+    assert heavy == []
+    from secure_fal.federated.kmeans import cluster_stats
+    from secure_fal.federated.kmeans_stats import DISTANCE_BOUND
+    from secure_fal.federated.ownership import ownership_keys
+    from secure_fal.strategies.fal_global import Candidates
+
+    points = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    weights = np.linspace(0.1, 1, 5).astype(np.float32)
+    want = cluster_stats(torch.from_numpy(points), torch.from_numpy(weights), torch.eye(2, 3, dtype=torch.float64))
+    assert kmeans == want.tolist()   # the strategy's in-process code, bit for bit
+    closest = Candidates(np.arange(5), torch.from_numpy(points), torch.from_numpy(weights)).closest(np.eye(2, 3))
+    assert keys == ownership_keys(closest, 0, 2, DISTANCE_BOUND).tolist()
+    assert owners == [1.0, 0.0]   # key <= threshold on centroid 0 only

@@ -60,7 +60,8 @@ def measure(executor: str, *, length: int, clients: int, reps: int, rounds: int,
     result_file = work / "result.json"
     nodes = [{"client-id": c, "protocols": "masking"} for c in range(clients)]
     rows = []
-    with LoopbackFederation(work / "federation", nodes, executor=executor) as fed:
+    with LoopbackFederation(work / "federation", nodes, executor=executor,
+                            preload=["secure_fal.flower.secaggplus_anchor", "secure_fal.flower.client_app"]) as fed:
         for rep in range(reps):
             for plain in (True, False):
                 settings = AnchorSettings(length, clients, timeout=timeout, plain=plain, result_file=str(result_file))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..secagg import Aggregator
+from . import kmeans_stats
 
 
 @dataclass
@@ -43,25 +44,17 @@ class KMeansResult:
     converged: bool
 
 
-def assign(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest centre (squared Euclidean) for each row of x: (n, d), (m, d) -> (n,) int64."""
-    return torch.cdist(x, centres).argmin(dim=1)
-
-
 def cluster_stats(x: torch.Tensor, weights: torch.Tensor, centres: torch.Tensor) -> np.ndarray:
-    """One client's contribution: [n (m), S (m*d), Q (m*d)] as a flat float64 vector.
+    """One client's contribution: [n (m), S (m*d), Q (m*d)] as a flat float64 vector (``kmeans_stats.cluster_stats``
+    on the CPU, so a Flower node computes the same floats without torch).
 
     Args:
         x: (n, d) the client's points. weights: (n,) non-negative sample weights. centres: (m, d).
     """
-    m, d = centres.shape
-    x64 = x.to(torch.float64)
-    w = weights.to(torch.float64)
-    idx = assign(x64, centres.to(x64))
-    counts = torch.zeros(m, dtype=torch.float64, device=x.device).index_add_(0, idx, w)
-    sums = torch.zeros(m, d, dtype=torch.float64, device=x.device).index_add_(0, idx, x64 * w[:, None])
-    squares = torch.zeros(m, d, dtype=torch.float64, device=x.device).index_add_(0, idx, x64 * x64 * w[:, None])
-    return torch.cat([counts, sums.flatten(), squares.flatten()]).cpu().numpy()
+    def host(t: torch.Tensor) -> np.ndarray:
+        return torch.as_tensor(t).detach().to("cpu", torch.float64).numpy()
+
+    return kmeans_stats.cluster_stats(host(x), host(weights), host(centres))
 
 
 StatsSum = Callable[[np.ndarray], np.ndarray]

@@ -34,11 +34,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..secagg.errors import MessageError
+from ..secagg.machine import RoundSpec
 from .client_app import DEFAULT_PROTOCOLS, client_id_of, policy_of
+from .fal_candidates import LIGHT_INPUTS
 from .node_data import DataSource, data_source_of
 from .session_keys import SETUP_ACTION, client_setup_step
 from .transport import HELLO_ACTION, ROUND_ACTION, NodePolicy, client_step, hello_content
@@ -47,8 +50,9 @@ SELECT_ACTION = "secure_fal_select"
 SELECT_TYPE = f"query.{SELECT_ACTION}"
 SELECT_RECORD = "secure_fal.select"
 LABELED_RECORD = "secure_fal.labeled"
-CANDIDATES_RECORD = "secure_fal.candidates"
 EXPERIMENT_KEY = "experiment"
+MODEL_INPUTS = ("fedavg", "gamma")
+"""Kinds of secure-sum input that need the client's data and model (``fal_node``); the others: ``LIGHT_INPUTS``."""
 
 
 def experiment_json(run_config: Mapping[str, object]) -> str:
@@ -60,25 +64,43 @@ def experiment_json(run_config: Mapping[str, object]) -> str:
     return raw
 
 
+def round_input(state: RecordDict, cid: int, config_json: str, source: DataSource, spec: RoundSpec,
+                workload: Mapping[str, object]) -> np.ndarray:
+    """This client's input to a secure sum, by the workload's ``kind`` (module docstring); MessageError naming the
+    client, round and field on an unknown kind or an input of another length than the round's."""
+    kind = workload.get("kind")
+    if kind in LIGHT_INPUTS:
+        vector = LIGHT_INPUTS[kind](state, cid, spec, workload)
+    elif kind in MODEL_INPUTS:
+        from .fal_node import FalClient
+
+        vector = FalClient(config_json, cid, state, source).round_input(spec, workload)
+    else:
+        raise MessageError(f"unknown kind of input {kind!r}; expected one of {sorted([*LIGHT_INPUTS, *MODEL_INPUTS])}",
+                           client=cid, round_id=spec.round_id, field="workload.kind")
+    if len(vector) != spec.length:
+        raise MessageError(f"{kind} round of length {spec.length}, this client's input has {len(vector)}",
+                           client=cid, round_id=spec.round_id, field="length")
+    return vector
+
+
 def handle(action: str, content: RecordDict, state: RecordDict, cid: int, config_json: str,
            policy: NodePolicy, source: DataSource = DataSource()) -> RecordDict:
     """Answer one message of ``action`` (hello / setup / round / select) for client ``cid`` under the node's
     ``policy`` (``client_app.policy_of``), with the node's data from ``source``; the sans-I/O core of the app.
 
-    The client's data and model (``fal_node.FalClient``) are loaded only when the message needs them: a round's
-    opening asks for the client's input, a selection request for its picks.
+    The client's data and model (``fal_node.FalClient``) are loaded only when the message needs them: the opening
+    of a FedAvg or gamma sum, and selection requests; k-means and ownership inputs come from the kept candidates
+    (``fal_candidates``, numpy only).
     """
     if action == HELLO_ACTION:
         return hello_content(cid)
     if action == SETUP_ACTION:
         return client_setup_step(content, state, cid, policy)
     if action == ROUND_ACTION:
-        def inputs(spec, c, workload):
-            from .fal_node import FalClient
-
-            return FalClient(config_json, cid, state, source).round_input(spec, workload)
-
-        return client_step(content, state, cid, inputs, policy)
+        return client_step(content, state, cid,
+                           lambda spec, _, workload: round_input(state, cid, config_json, source, spec, workload),
+                           policy)
     if action == SELECT_ACTION:
         from .fal_node import FalClient
 

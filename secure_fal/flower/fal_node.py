@@ -27,14 +27,15 @@ from ..experiment.config import ExperimentConfig
 from ..experiment.setup import build_strategy, build_trainer, initial_labeled
 from ..federated import SGDConfig, train_local
 from ..federated.fedavg import StateVector, client_seed
-from ..federated.kmeans import cluster_stats
-from ..federated.ownership import owned_items, ownership_keys, under_threshold
+from ..federated.ownership import owned_items
 from ..secagg.errors import InputError, MessageError
 from ..secagg.machine import RoundSpec
 from ..strategies import ClientPools, Cycle, FairFAL, FALGlobal, LocalQueryStrategy, derive_seed
 from ..strategies.fairfal import gamma_input
-from ..strategies.fal_global import DISTANCE_BOUND, Candidates
-from .fal_client import CANDIDATES_RECORD, LABELED_RECORD, SELECT_RECORD
+from ..strategies.fal_global import Candidates
+from .fal_candidates import (CANDIDATES_RECORD, array_field, centres_field, int_field, keep_candidates,
+                             kept_candidates, ownership_keys_of)
+from .fal_client import LABELED_RECORD, SELECT_RECORD
 from .node_data import ClientData, DataSource, client_data
 
 
@@ -55,25 +56,6 @@ def _experiment(config_json: str, cid: int, source: DataSource):
                         torch.empty((0, *data.x.shape[1:])), torch.empty(0, dtype=torch.int64), data.num_classes)
     trainer = build_trainer(config, pools)
     return config, data, pools, trainer, build_strategy(config, pools, trainer)
-
-
-def _array(raw: object, dtype: type, shape: tuple[int, ...], *, cid: int, field: str,
-           round_id: int | None = None) -> np.ndarray:
-    """A numpy array of ``dtype`` and ``shape`` from message bytes; MessageError naming the field if the size
-    does not match."""
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if not isinstance(raw, bytes) or len(raw) != size:
-        got = len(raw) if isinstance(raw, bytes) else type(raw).__name__
-        raise MessageError(f"expected {size} bytes of {np.dtype(dtype).name} {shape}, got {got}", client=cid,
-                           round_id=round_id, field=field)
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
-
-
-def _int(record: Mapping[str, object], key: str, *, cid: int, round_id: int | None = None, low: int = 0) -> int:
-    value = record.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise MessageError(f"expected an int >= {low}, got {value!r}", client=cid, round_id=round_id, field=key)
-    return value
 
 
 class FalClient:
@@ -107,35 +89,27 @@ class FalClient:
         return positions.astype(np.int64)
 
     def _cycle(self, record: Mapping[str, object], round_id: int | None = None) -> Cycle:
-        return Cycle(_int(record, "cycle", cid=self.cid, round_id=round_id), self.config.seed, None)
+        return Cycle(int_field(record, "cycle", cid=self.cid, round_id=round_id), self.config.seed, None)
 
     def _global_model(self, cycle: int, raw: object, round_id: int | None = None):
         """(the cycle's model architecture holding the broadcast global state, its StateVector)."""
         model = self.trainer.fresh_model(derive_seed(self.config.seed, "init", cycle))
         layout = StateVector(model)
-        layout.set(model, _array(raw, np.float64, (layout.length,), cid=self.cid, field="global", round_id=round_id))
+        layout.set(model, array_field(raw, np.float64, (layout.length,), cid=self.cid, field="global",
+                                      round_id=round_id))
         return model, layout
 
     def _use_global(self, cycle: Cycle, raw: object, round_id: int | None = None) -> None:
         self.strategy.use_global_model(cycle, self._global_model(cycle.index, raw, round_id)[0])
 
     def round_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
-        """This client's input to a secure sum, by the workload's ``kind`` (see the module docstring)."""
-        kind = workload.get("kind")
-        inputs = {"fedavg": self.fedavg_input, "gamma": self.gamma_input, "kmeans": self.kmeans_input,
-                  "owners": self.owners_input}
-        if kind not in inputs:
-            raise MessageError(f"unknown kind of input {kind!r}; expected one of {sorted(inputs)}", client=self.cid,
-                               round_id=spec.round_id, field="workload.kind")
-        vector = inputs[kind](spec, workload)
-        if len(vector) != spec.length:
-            raise MessageError(f"{kind} round of length {spec.length}, this client's input has {len(vector)}",
-                               client=self.cid, round_id=spec.round_id, field="length")
-        return vector
+        """This client's input to a FedAvg or gamma sum, by the workload's ``kind`` (``fal_client.round_input``
+        checks kind and length; k-means and ownership inputs need no model: ``fal_candidates``)."""
+        return {"fedavg": self.fedavg_input, "gamma": self.gamma_input}[workload["kind"]](spec, workload)
 
     def fedavg_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
         """Train from the broadcast global model; return [n_k * delta, n_k] (float64, (L + 1,))."""
-        cycle = _int(workload, "cycle", cid=self.cid, round_id=spec.round_id)
+        cycle = int_field(workload, "cycle", cid=self.cid, round_id=spec.round_id)
         r = workload.get("round")
         if not isinstance(r, int) or not 0 <= r < self.config.training.rounds:
             raise MessageError(f"workload needs an int 'round' in [0, {self.config.training.rounds}), got {r!r}",
@@ -161,41 +135,6 @@ class FalClient:
         self._use_global(self._cycle(workload, spec.round_id), workload.get("global"), spec.round_id)
         return gamma_input(self.cid, strategy.client_gamma(self.labeled))
 
-    def kmeans_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
-        """FAL-Global: ``cluster_stats`` of the kept candidates for the broadcast centres."""
-        candidates = self._candidates(workload, spec.round_id)
-        centres = self._centres(workload, "centres", candidates, field="workload.centres", round_id=spec.round_id)
-        points = candidates.points
-        return cluster_stats(points, candidates.weights, torch.as_tensor(centres, device=points.device))
-
-    def owners_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
-        """FAL-Global without quota: 1 per centroid where this client's ownership key is under the threshold."""
-        candidates = self._candidates(workload, spec.round_id)
-        centroids = self._centres(workload, "centroids", candidates, field="centroids", round_id=spec.round_id)
-        keys = self._ownership_keys(candidates, centroids, workload, spec.round_id)
-        thresholds = _array(workload.get("thresholds"), np.int64, keys.shape, cid=self.cid,
-                            field="workload.thresholds", round_id=spec.round_id)
-        active = _array(workload.get("active"), np.uint8, keys.shape, cid=self.cid, field="workload.active",
-                        round_id=spec.round_id).astype(bool)
-        return under_threshold(keys, thresholds, active)
-
-    def _centres(self, record: Mapping[str, object], key: str, candidates: Candidates, *, field: str,
-                 round_id: int | None = None) -> np.ndarray:
-        """The (m, d) float64 centres under ``key`` (m from the record's ``m``, d the candidates' dimension)."""
-        m = _int(record, "m", cid=self.cid, round_id=round_id, low=1)
-        return _array(record.get(key), np.float64, (m, candidates.points.shape[1]), cid=self.cid, field=field,
-                      round_id=round_id)
-
-    def _ownership_keys(self, candidates: Candidates, centroids: np.ndarray, record: Mapping[str, object],
-                        round_id: int | None = None) -> np.ndarray:
-        """This client's keys over the centroids, ranked among the record's ``owners-members`` (MessageError if
-        it is not one of them)."""
-        members = record.get("owners-members")
-        if not isinstance(members, list) or members != sorted(set(members)) or self.cid not in members:
-            raise MessageError(f"'owners-members' must be a sorted list of distinct ids holding {self.cid}, "
-                               f"got {members!r}", client=self.cid, round_id=round_id, field="owners-members")
-        return ownership_keys(candidates.closest(centroids), members.index(self.cid), len(members), DISTANCE_BOUND)
-
     def _strategy(self, cls: type, round_id: int | None = None):
         if not isinstance(self.strategy, cls):
             raise MessageError(f"this experiment runs {self.strategy.name!r}, not {cls.name!r}", client=self.cid,
@@ -203,26 +142,10 @@ class FalClient:
         return self.strategy
 
     def _candidates(self, record: Mapping[str, object], round_id: int | None = None) -> Candidates:
-        """The candidates kept for the record's cycle; MessageError if this client has none for it."""
-        cycle = _int(record, "cycle", cid=self.cid, round_id=round_id)
-        kept = self.state.config_records.get(CANDIDATES_RECORD)
-        if kept is None or kept["cycle"] != cycle:
-            raise MessageError(f"no candidates kept for cycle {cycle} (step 'candidates' missed?)", client=self.cid,
-                               round_id=round_id, field=CANDIDATES_RECORD)
-        n, d = kept["shape"]
+        """The candidates kept for the record's cycle, as torch tensors on the trainer's device."""
+        positions, points, weights = kept_candidates(self.state, record, self.cid, round_id)
         device = self.trainer.device
-        dtype = getattr(torch, kept["dtype"])
-        points = torch.from_numpy(np.frombuffer(kept["points"], dtype=np.dtype(kept["dtype"])).reshape(n, d).copy())
-        weights = torch.from_numpy(np.frombuffer(kept["weights"], dtype=np.dtype(kept["dtype"])).copy())
-        return Candidates(np.frombuffer(kept["positions"], dtype=np.int64).copy(), points.to(device, dtype),
-                          weights.to(device, dtype))
-
-    def _keep_candidates(self, cycle: int, candidates: Candidates) -> None:
-        points = candidates.points.detach().cpu()
-        self.state.config_records[CANDIDATES_RECORD] = ConfigRecord({
-            "cycle": cycle, "positions": candidates.positions.astype(np.int64).tobytes(),
-            "points": points.numpy().tobytes(), "weights": candidates.weights.detach().cpu().numpy().tobytes(),
-            "shape": list(points.shape), "dtype": str(points.dtype).removeprefix("torch.")})
+        return Candidates(positions, torch.from_numpy(points).to(device), torch.from_numpy(weights).to(device))
 
     def select(self, content: RecordDict) -> RecordDict:
         """Answer a selection request (see the module docstring); reply {"cycle", "selected"}.
@@ -233,13 +156,15 @@ class FalClient:
         if record is None:
             raise MessageError("selection request without its record", client=self.cid, field=SELECT_RECORD)
         cycle = self._cycle(record)
-        budget, step = _int(record, "budget", cid=self.cid), record.get("step")
+        budget, step = int_field(record, "budget", cid=self.cid), record.get("step")
         labeled = self.labeled
         budget = min(budget, len(self.pools.pools[self.cid]) - len(labeled))
         if step == "candidates":
             strategy = self._strategy(FALGlobal)
             self._use_global(cycle, record.get("global"))
-            self._keep_candidates(cycle.index, strategy.candidates(self.cid, labeled, budget))
+            kept = strategy.candidates(self.cid, labeled, budget)
+            keep_candidates(self.state, cycle.index, kept.positions, kept.points.detach().cpu().numpy(),
+                            kept.weights.detach().cpu().numpy())
             return RecordDict({SELECT_RECORD: ConfigRecord({"cycle": cycle.index, "selected": 0})})
         if step != "select":
             raise MessageError(f"unknown step {step!r}; expected 'candidates' or 'select'", client=self.cid,
@@ -259,13 +184,13 @@ class FalClient:
         strategy = self.strategy
         if isinstance(strategy, FALGlobal):
             candidates = self._candidates(record)
-            centroids = self._centres(record, "centroids", candidates, field="centroids")
+            centroids = centres_field(record, "centroids", candidates.points.shape[1], cid=self.cid, field="centroids")
             if strategy.quota:
                 chosen = candidates.quota_choice(centroids, budget)
             elif self.cid in (record.get("owners-members") or []):
-                owner_threshold = _array(record.get("owner-threshold"), np.int64, (len(centroids),), cid=self.cid,
-                                         field="owner-threshold")
-                keys = self._ownership_keys(candidates, centroids, record)
+                owner_threshold = array_field(record.get("owner-threshold"), np.int64, (len(centroids),), cid=self.cid,
+                                              field="owner-threshold")
+                keys = ownership_keys_of(candidates.points.detach().cpu().numpy(), centroids, record, self.cid)
                 chosen = candidates.owned_choice(centroids, owned_items(keys, owner_threshold))
             else:  # it dropped out of the ownership rounds: it owns nothing
                 chosen = np.empty(0, dtype=np.int64)

@@ -52,7 +52,6 @@ from .app_bundle import write_app_dir
 from .client_app import client_id_of
 from .server_app import write_json
 from .run_config import settings_kwargs, to_run_config
-from .simulation import SIMULATION_BACKEND
 from .synthetic import synthetic_input
 from .transport import exchange, flower_bytes
 
@@ -294,6 +293,8 @@ def time_secaggplus(length: int, clients: int, dropout_rate: float = 0.0, *, eng
     t0 = time.perf_counter()
     if engine == "simulation":
         from flwr.simulation import run_simulation
+
+        from .simulation import SIMULATION_BACKEND
 
         settings = AnchorSettings(length, clients, dropout_rate, seed, bound, timeout=timeout)
         settings.check()

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from ..federated.kmeans import FederatedKMeans
+from ..federated.kmeans_stats import DISTANCE_BOUND, centre_distances
 from ..federated.ownership import secure_owners
 from ..sampling import Sampler, entropy_score, least_confidence_score, margin_score, pool_view
 from ..secagg import Aggregator
@@ -40,10 +41,6 @@ from .training import Trainer
 
 UNCERTAINTY_SCORES = {"margin": margin_score, "entropy": entropy_score, "least-confidence": least_confidence_score}
 """Sampler name -> stage-1 uncertainty score (N, C) probabilities -> (N,) in [0, 1]."""
-
-DISTANCE_BOUND = 2.0
-"""Public bound on the distance between a centroid (inside the unit ball) and an L2-normalised embedding."""
-
 
 def least_cost_pairs(cost: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` distinct (row, column) pairs of least total cost.
@@ -141,8 +138,9 @@ class Candidates:
     weights: torch.Tensor
 
     def distances(self, centroids: np.ndarray) -> np.ndarray:
-        """(m, n) float64 Euclidean distances from the m centroids to the candidates."""
-        return torch.cdist(torch.as_tensor(centroids), self.points.to("cpu", torch.float64)).numpy()
+        """(m, n) float64 Euclidean distances from the m centroids to the candidates (``kmeans_stats``, as a Flower
+        node computes them)."""
+        return centre_distances(centroids, self.points.detach().to("cpu", torch.float64).numpy())
 
     def quota_choice(self, centroids: np.ndarray, budget: int) -> np.ndarray:
         """With quota: sorted indices (into the candidates) of the ``budget`` distinct candidates paired to

@@ -32,6 +32,9 @@ Messages it answers (protocols/flower.md, "FAL experiments over Flower"):
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -45,6 +48,8 @@ from .fal_candidates import LIGHT_INPUTS
 from .node_data import DataSource, data_source_of
 from .session_keys import SETUP_ACTION, client_setup_step
 from .transport import HELLO_ACTION, ROUND_ACTION, NodePolicy, client_step, hello_content
+
+log = logging.getLogger("flwr.secure_fal")  # Flower's handler prints it in the node's (or executor's) log
 
 SELECT_ACTION = "secure_fal_select"
 SELECT_TYPE = f"query.{SELECT_ACTION}"
@@ -119,10 +124,14 @@ def make_fal_client_app(experiment: str | None = None, protocols: str = DEFAULT_
     app = ClientApp()
 
     def answer(action: str, message: Message, context: Context) -> Message:
+        t0 = time.perf_counter()
         config_json = experiment if experiment is not None and EXPERIMENT_KEY not in context.run_config \
             else experiment_json(context.run_config)
         content = handle(action, message.content, context.state, client_id_of(context), config_json,
                          policy_of(context, protocols), data_source_of(context.node_config))
+        heavy = [m for m in ("torch", "scipy", "matplotlib") if m in sys.modules]
+        log.info("secure_fal: %s %s answered in %.3f s; heavy modules loaded: %s", action, message.metadata.group_id,
+                 time.perf_counter() - t0, ", ".join(heavy) or "none")
         return Message(content, reply_to=message)
 
     @app.query(HELLO_ACTION)

@@ -33,7 +33,7 @@ def _hidden_widths(text: str) -> tuple[int, ...]:
 FEDAVG_DEFAULTS = {"clients": 10, "alpha": 0.5, "rounds": 20, "local_epochs": 3, "lr": 0.05, "hidden": (128, 64)}
 # Flags of the active-learning demo only (dest -> flag), refused with --fedavg-only.
 FAL_ONLY_FLAGS = {"strategy": "--strategy", "quick": "--quick", "cycles": "--cycles", "no_baseline": "--no-baseline",
-                  "out": "--out"}
+                  "out": "--out", "threads": "--threads"}
 
 
 def add_demo(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +68,8 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of split, model, sampling and sessions (default: 0)")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: 1, the fastest for the demo's small MLP; --fedavg-only: torch's)")
     p.add_argument("--quiet", action="store_true", help="print only the result table (and where files went)")
     p.set_defaults(func=run_demo)
 
@@ -85,7 +87,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 setattr(args, dest, value)
         return run_fedavg_demo(args)
 
-    from .demo import DEFAULT_STRATEGY
+    from .demo import DEFAULT_STRATEGY, DEFAULT_THREADS
     from .demo import run_demo as run_fal_demo
     from .device import get_device
     from .experiment import ConfigError
@@ -103,7 +105,8 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     try:
         run_fal_demo(args.strategy or DEFAULT_STRATEGY, quick=args.quick, baseline=not args.no_baseline,
-                     overrides=overrides, out=args.out or "runs/demo", quiet=args.quiet)
+                     overrides=overrides, out=args.out or "runs/demo", quiet=args.quiet,
+                     threads=args.threads if args.threads is not None else DEFAULT_THREADS)
     except ConfigError as exc:
         print(f"secure-fal demo: error: {exc}", file=sys.stderr)
         return 1

@@ -42,6 +42,9 @@ QUICK_SETTINGS: dict[str, Any] = {
     "training.alone_epochs": 5, "active.cycles": 3,
 }
 DEFAULT_STRATEGY = "fairfal"
+# torch CPU threads during the demo: its small MLP trains fastest on one, and one thread does not stall when
+# other processes share the cores (two spinning OpenMP threads on a busy 2-core machine can be several times slower).
+DEFAULT_THREADS = 1
 BASELINE_SAMPLER = "random"
 BASELINE_LABEL = "random"   # the baseline run's name in the output (and its subdirectory of --out)
 
@@ -125,7 +128,7 @@ def summary(runs: Mapping[str, Mapping[str, Any]]) -> str:
 
 def run_demo(strategy: str = DEFAULT_STRATEGY, *, quick: bool = False, baseline: bool = True,
              overrides: Mapping[str, Any] | None = None, out: str | Path = "runs/demo", quiet: bool = False,
-             stream: TextIO | None = None) -> dict[str, dict]:
+             threads: int | None = DEFAULT_THREADS, stream: TextIO | None = None) -> dict[str, dict]:
     """Run the demo: ``strategy`` and (with ``baseline``) its random-sampling baseline, printing as cycles finish.
 
     Each run writes results.json, learning_curve.png and checkpoint.json into ``out/<label>/`` (those three
@@ -138,17 +141,35 @@ def run_demo(strategy: str = DEFAULT_STRATEGY, *, quick: bool = False, baseline:
         overrides: dotted config keys for both runs (protocol, seed, device, rounds, ...).
         out: output directory.
         quiet: print only the final table and the paths.
+        threads: torch CPU threads while the demo runs (restored after); None: leave torch's setting.
         stream: where to print (default: sys.stdout).
     Returns:
         label -> results document, in run order.
     Raises:
         ConfigError: an invalid setting, or a strategy that never aggregates across clients.
     """
+    import torch
+
+    from .experiment import ConfigError
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads: expected >= 1, got {threads}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_demo(strategy, quick, baseline, overrides, Path(out), quiet, stream or sys.stdout)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_demo(strategy: str, quick: bool, baseline: bool, overrides: Mapping[str, Any] | None, out: Path,
+              quiet: bool, stream: TextIO) -> dict[str, dict]:
+    """``run_demo`` with torch's thread count set."""
     from .experiment import ConfigError
     from .experiment.setup import build_pools
     from .strategies import STRATEGIES
 
-    stream = stream or sys.stdout
     configs = {strategy: demo_config(strategy, quick=quick, overrides=overrides)}
     if not STRATEGIES[strategy].federated:
         raise ConfigError(f"active.strategy: {strategy!r} never aggregates across clients; the demo needs a "
@@ -158,7 +179,6 @@ def run_demo(strategy: str = DEFAULT_STRATEGY, *, quick: bool = False, baseline:
         configs[BASELINE_LABEL] = demo_config(base_strategy, base_sampler, quick=quick, overrides=overrides)
     first = configs[strategy]
     protocol = first.secure.protocol
-    out = Path(out)
 
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
@@ -186,8 +206,8 @@ def run_demo(strategy: str = DEFAULT_STRATEGY, *, quick: bool = False, baseline:
         run_dir = out / label
         for name in (CHECKPOINT_FILE, RESULTS_FILE, CURVE_FILE):
             (run_dir / name).unlink(missing_ok=True)
-        show = None if quiet else (lambda record, label=label, n=config.active.cycles:
-                                   say(cycle_line(label, record, n)))
+        show = None if quiet else (lambda record, name=label.ljust(max(map(len, configs))), n=config.active.cycles:
+                                   say(cycle_line(name, record, n)))
         results[label] = run_experiment(config, run_dir, quiet=True, on_cycle=show,
                                         plaintext_reference=protocol != "plaintext")
     curve = out / CURVE_FILE

@@ -66,6 +66,7 @@ def test_plaintext_demo_without_baseline_reports_no_ratio(tmp_path, capsys):
     (["--cycles", "0"], "active.cycles: expected >= 1"),
     (["--fedavg-only", "--quick", "--strategy", "f-al"], "--strategy, --quick, --out apply to the active-learning"),
     (["--device", "tpu"], "--device: unknown device preference 'tpu'"),
+    (["--threads", "0"], "threads: expected >= 1, got 0"),
 ])
 def test_demo_errors_are_one_line(tmp_path, capsys, argv_tail, message):
     assert main(["demo", "--out", str(tmp_path), *argv_tail]) == 1

@@ -11,6 +11,7 @@ from secure_fal.experiment.config import config_differences
 from secure_fal.experiment.runner import CHECKPOINT_FILE, CURVE_FILE, RESULTS_FILE
 from secure_fal.experiment.setup import build_pools, cycle_budget, initial_labeled, split_budget
 
+from .conftest import protocol_or_skip
 from .test_strategies import tiny
 
 TIMING_KEYS = {"train_seconds", "select_seconds", "seconds"}
@@ -210,3 +211,21 @@ def test_resume_of_a_finished_run_redoes_nothing(tmp_path):
     again = run_experiment(tiny(), tmp_path, resume=True, quiet=True, after_cycle=called.append)
     assert called == [] and again["cycles"] == json.loads(json.dumps(first["cycles"]))
 
+
+
+def test_plaintext_reference_mirrors_every_secure_sum_and_changes_nothing(tmp_path):
+    protocol_or_skip("masking")
+    config = tiny(active__strategy="fairfal", secure__protocol="masking")
+    plain = run_experiment(config, tmp_path / "a", quiet=True)
+    seen = []
+    measured = run_experiment(config, tmp_path / "b", quiet=True, plaintext_reference=True, on_cycle=seen.append)
+    assert seen == measured["cycles"]
+    assert "plaintext_reference" not in plain and "plaintext_reference" not in plain["cycles"][0]
+    stripped = [{k: v for k, v in r.items() if k != "plaintext_reference"} for r in measured["cycles"]]
+    assert _without_timing(stripped) == _without_timing(plain["cycles"])
+    for record in measured["cycles"]:
+        secure, reference = record["secure_aggregation"], record["plaintext_reference"]
+        assert reference["rounds"] == secure["rounds"] > 0 and reference["values"] == secure["values"]
+        assert 0 < reference["total_bytes"] < secure["total_bytes"]
+    total = sum(r["plaintext_reference"]["total_bytes"] for r in measured["cycles"])
+    assert measured["plaintext_reference"]["total_bytes"] == total

@@ -66,7 +66,8 @@ class RunState:
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
                    after_cycle: Callable[[int], None] | None = None,
-                   faults: Callable[[int, int], Faults | None] | None = None) -> dict:
+                   faults: Callable[[int, int], Faults | None] | None = None,
+                   on_cycle: Callable[[dict], None] | None = None, plaintext_reference: bool = False) -> dict:
     """Run (or resume) the experiment, writing results.json, learning_curve.png and checkpoint.json.
 
     Args:
@@ -77,6 +78,10 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         after_cycle: called with the cycle index after each cycle's checkpoint is written.
         faults: (cycle, round id of the cycle's secure-aggregation session, 1-based) -> the fault plan of that
             secure sum, or None (tests: dropouts anywhere in FedAvg, k-means, ownership or gamma rounds).
+        on_cycle: called with each finished cycle's record (the dict described below), after its checkpoint.
+        plaintext_reference: also sum every secure input under the plaintext protocol
+            (``setup.ReferencedAggregator``) and record that cost per cycle as ``plaintext_reference`` (and its
+            total in the results), the denominator of "x plaintext" cost ratios. Not part of the config.
     Returns:
         the results document (also written to results.json).
     Raises:
@@ -88,7 +93,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     the labeled set trained on, accuracy, client_accuracies (client-alone only), budgets and selected_per_client
     and selected_class_histogram (not in the last cycle), details (strategy specific, e.g. FairFAL's
     model_choice per client), secure_aggregation (rounds, total_bytes, server_seconds, client_seconds, values
-    of the cycle's session), train_seconds, select_seconds, seconds.
+    of the cycle's session), plaintext_reference (same keys; only with ``plaintext_reference``),
+    train_seconds, select_seconds, seconds (wall seconds).
     """
     started = time.perf_counter()
     out = Path(out_dir)
@@ -115,12 +121,14 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                   initial=len(state.records), total=config.active.cycles, disable=not show, unit="cycle")
     for c in cycles:
         plan = None if faults is None else functools.partial(faults, c)
-        record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show, plan)
+        record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show, plan, plaintext_reference)
         state.records.append(record)
         state.strategy_state = strategy.state_dict()
         state.wall_seconds = prior_seconds + time.perf_counter() - started
         _write_json(checkpoint_path, checkpoint_document(config, state))
         cycles.set_postfix(acc=f"{record['accuracy']:.4f}", labeled=record["labeled"])
+        if on_cycle is not None:
+            on_cycle(record)
         if after_cycle is not None:
             after_cycle(c)
     cycles.close()
@@ -133,10 +141,12 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
 
 
 def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy, labeled: list[np.ndarray],
-               c: int, budget: int, show: bool, fault_plan: Callable[[int], Faults | None] | None) -> dict:
+               c: int, budget: int, show: bool, fault_plan: Callable[[int], Faults | None] | None,
+               plaintext_reference: bool = False) -> dict:
     """One cycle: train + evaluate, then (not in the last cycle) select and label. Updates ``labeled``."""
     t0 = time.perf_counter()
-    aggregator = build_aggregator(config, pools.n_clients, c, fault_plan) if strategy.federated else None
+    aggregator = (build_aggregator(config, pools.n_clients, c, fault_plan, plaintext_reference=plaintext_reference)
+                  if strategy.federated else None)
     rounds = tqdm(total=config.training.rounds, desc=f"cycle {c} FedAvg", leave=False, disable=not show,
                   unit="round")
 
@@ -172,6 +182,9 @@ def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy,
                       details=selection.details)
     t2 = time.perf_counter()
     record["secure_aggregation"] = (aggregator.totals if aggregator is not None else CostTotals()).to_dict()
+    if plaintext_reference:
+        reference = getattr(aggregator, "reference_totals", None)
+        record["plaintext_reference"] = (reference if reference is not None else CostTotals()).to_dict()
     record.update(train_seconds=t1 - t0, select_seconds=t2 - t1, seconds=t2 - t0)
     return record
 
@@ -206,12 +219,16 @@ def _histogram(pools: ClientPools, indices: np.ndarray) -> list[int]:
 # -- documents --------------------------------------------------------------------------------------------
 
 def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState) -> dict:
-    """The results.json content: config, data sizes, per-cycle records, secure-aggregation totals, wall time."""
+    """The results.json content: config, data sizes, per-cycle records, secure-aggregation totals (and
+    ``plaintext_reference`` totals when the run measured them), wall time."""
     totals: dict[str, float] = {}
+    reference: dict[str, float] = {}
     for record in state.records:
         for key, value in record["secure_aggregation"].items():
             totals[key] = totals.get(key, 0) + value
-    return {
+        for key, value in record.get("plaintext_reference", {}).items():
+            reference[key] = reference.get(key, 0) + value
+    doc = {
         "format": RESULTS_FORMAT,
         "config": config.to_dict(),
         "strategy": config.active.strategy,
@@ -226,6 +243,9 @@ def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, 
         "wall_seconds": state.wall_seconds,
         "strategy_state": state.strategy_state,
     }
+    if reference:
+        doc["plaintext_reference"] = reference
+    return doc
 
 
 def checkpoint_document(config: ExperimentConfig, state: RunState) -> dict:

@@ -12,7 +12,7 @@ from ..device import get_device
 from ..federated import FedAvgConfig, SGDConfig
 from ..models import build_model
 from ..sampling import get_sampler
-from ..secagg import Aggregator, Faults
+from ..secagg import Aggregator, CostTotals, Faults
 from ..strategies import ClientPools, Strategy, Trainer, derive_seed, get_strategy
 from .config import ConfigError, ExperimentConfig
 
@@ -81,14 +81,42 @@ def build_strategy(config: ExperimentConfig, pools: ClientPools, trainer: Traine
     return cls(pools, trainer, sampler, **config.strategy_options())
 
 
+class ReferencedAggregator(Aggregator):
+    """An Aggregator that also sums every input once more under the plaintext protocol, to measure what the
+    secure protocol costs relative to plaintext aggregation of the very same sums.
+
+    After each secure round, the inputs of the round's contributors (the clients whose input is in the secure
+    result) are summed by a plaintext session with the same clients, bound, clipping and fixed-point precision,
+    without faults. The secure result is returned unchanged; the plaintext round's costs accumulate in
+    ``reference_totals`` (bytes exact, seconds measured like the secure round's: time inside the parties'
+    state machines, transport excluded). The reference round's own wall time is not part of ``totals``.
+    """
+
+    def __init__(self, protocol, clients, **kwargs) -> None:
+        super().__init__(protocol, clients, **kwargs)
+        self.reference = Aggregator("plaintext", clients, frac_bits=self.frac_bits, seed=self.session)
+
+    @property
+    def reference_totals(self) -> CostTotals:
+        """Bytes and seconds of the plaintext rounds that mirror this session's rounds."""
+        return self.reference.totals
+
+    def sum(self, inputs, *, bound, clip=False, faults=None):
+        result = super().sum(inputs, bound=bound, clip=clip, faults=faults)
+        self.reference.sum({cid: inputs[cid] for cid in result.contributors}, bound=bound, clip=clip)
+        return result
+
+
 def build_aggregator(config: ExperimentConfig, n_clients: int, cycle: int,
-                     fault_plan: Callable[[int], Faults | None] | None = None) -> Aggregator:
+                     fault_plan: Callable[[int], Faults | None] | None = None, *,
+                     plaintext_reference: bool = False) -> Aggregator:
     """The secure-aggregation session of one cycle (a new session per cycle, seeded by (seed, cycle)); the
-    optional ``fault_plan`` (round id -> Faults) injects faults into its sums."""
+    optional ``fault_plan`` (round id -> Faults) injects faults into its sums. With ``plaintext_reference``
+    the session is a ``ReferencedAggregator`` (every sum repeated under plaintext to measure its cost)."""
+    cls = ReferencedAggregator if plaintext_reference else Aggregator
     try:
-        return Aggregator(config.secure.protocol, range(n_clients), frac_bits=config.secure.frac_bits,
-                          seed=derive_seed(config.seed, "secagg", cycle), fault_plan=fault_plan,
-                          **config.secure.options)
+        return cls(config.secure.protocol, range(n_clients), frac_bits=config.secure.frac_bits,
+                   seed=derive_seed(config.seed, "secagg", cycle), fault_plan=fault_plan, **config.secure.options)
     except TypeError as exc:
         raise ConfigError(f"secure.options: {exc}") from None
 

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from .encoding import FixedPoint
-from .errors import InputError
+from .errors import DropoutError, InputError
 from .machine import ClientMachine, RoundSpec, ServerMachine
 from .report import CostTotals, Report
 from .transport import Faults, run_round
@@ -33,14 +33,38 @@ class SecureSumProtocol(ABC):
     PHASE_OF_KIND (message kind -> client phase in which clients send it). ``setup`` runs once per
     session before the first round (e.g. CKKS key generation); keys and other long-lived state live on
     the protocol object, one per session.
+
+    Protocols whose clients need keys from an in-band setup (``has_session_keys``: CKKS, session-mode
+    masking) also offer, all with the same meaning: ``SETUP_PHASES`` / ``SETUP_PHASE_OF_KIND`` (as
+    CLIENT_PHASES / PHASE_OF_KIND, for the setup), ``setup_server(session, members, first_round)`` and
+    ``setup_client(cid, session, members, first_round)`` (the setup's machines, driven like a round's:
+    ``start/receive/on_timeout``, ``phase``, ``done``; the server's ``contributors`` = the key holders; a
+    client's ``keys()`` = its keys as bytes once done), ``install_setup(server_machine)`` on the server's
+    object and ``load_client_keys(cid, keys)`` on a client's. ``setup_due(round_id)`` says when a setup must
+    run before a round (the in-process ``Aggregator`` then runs one among all the session's clients).
     """
 
     NAME: ClassVar[str]
     CLIENT_PHASES: ClassVar[tuple[str, ...]]
     PHASE_OF_KIND: ClassVar[dict[int, str]]
+    SETUP_PHASES: ClassVar[tuple[str, ...]] = ()
+    SETUP_PHASE_OF_KIND: ClassVar[dict[int, str]] = {}
 
     def setup(self, clients: Sequence[int], rng: random.Random) -> None:
         """Once per session, before any round. Default: nothing to set up."""
+
+    @property
+    def has_session_keys(self) -> bool:
+        """True when clients need keys from an in-band setup before taking part in rounds."""
+        return False
+
+    def setup_due(self, round_id: int) -> bool:
+        """True when an in-band setup must run before round ``round_id`` on this (server's) object."""
+        return False
+
+    def round_clients(self, members: tuple[int, ...]) -> tuple[int, ...]:
+        """Which of ``members`` (sorted ids with inputs) can take part in a round now. Default: all."""
+        return members
 
     @abstractmethod
     def server(self, spec: RoundSpec) -> ServerMachine: ...
@@ -93,14 +117,21 @@ class Aggregator:
             always come from the OS's cryptographic RNG.
         fault_plan: round id (1-based) -> the fault plan of that round, for sums called without ``faults``
             (tests and benchmarks inject dropouts into code that does not pass ``faults`` itself).
+        setup_fault_plan: first round id of an in-band setup -> the fault plan of that setup (phases of
+            ``protocol.SETUP_PHASES``).
 
-    Each ``sum`` call is one round with a fresh round id; ``totals`` accumulates costs over rounds.
+    Each ``sum`` call is one round with a fresh round id; ``totals`` accumulates costs over rounds. When the
+    protocol says a setup is due before a round (session-mode masking: before the first round and whenever
+    the rounds of the last setup ran out), ``sum`` first runs it in process among all ``clients``; its costs
+    go to ``setup_reports`` (one Report per setup, round id = its first round, length 0), not to ``totals``.
     """
 
     def __init__(self, protocol: SecureSumProtocol | str, clients: Sequence[int], *, frac_bits: int = 24,
                  seed: int | None = None, fault_plan: Callable[[int], Faults | None] | None = None,
-                 **protocol_kwargs) -> None:
+                 setup_fault_plan: Callable[[int], Faults | None] | None = None, **protocol_kwargs) -> None:
         self.fault_plan = fault_plan
+        self.setup_fault_plan = setup_fault_plan
+        self.setup_reports: list[Report] = []
         self.protocol = make_protocol(protocol, **protocol_kwargs) if isinstance(protocol, str) else protocol
         self.clients = tuple(sorted(set(clients)))
         self.frac_bits = frac_bits
@@ -147,7 +178,12 @@ class Aggregator:
         self.round_id += 1
         if faults is None and self.fault_plan is not None:
             faults = self.fault_plan(self.round_id)
-        members = tuple(sorted(inputs))
+        if self.protocol.setup_due(self.round_id):
+            self._run_setup()
+        members = self.protocol.round_clients(tuple(sorted(inputs)))
+        if not members:
+            raise DropoutError("no client with an input can take part (none holds keys of the session's setup)",
+                               round_id=self.round_id)
         spec = RoundSpec(self.session, self.round_id, members, length,
                          FixedPoint(bound, self.frac_bits, len(members)), clip)
         server = self.protocol.server(spec)
@@ -157,6 +193,19 @@ class Aggregator:
         self.totals.add(report)
         self.reports.append(report)
         return SumResult(server.result, server.contributors, report)
+
+    def _run_setup(self) -> None:
+        """The protocol's in-band setup among all clients, for the rounds from ``round_id`` on."""
+        p, first = self.protocol, self.round_id
+        faults = self.setup_fault_plan(first) if self.setup_fault_plan is not None else None
+        server = p.setup_server(self.session, self.clients, first)
+        machines = {cid: p.setup_client(cid, self.session, self.clients, first) for cid in self.clients}
+        report = Report(f"{p.NAME}-setup", first, 0, self.clients)
+        run_round(server, machines, report, p.SETUP_PHASE_OF_KIND, p.SETUP_PHASES, faults)
+        p.install_setup(server)
+        for cid in server.contributors:
+            p.load_client_keys(cid, machines[cid].keys())
+        self.setup_reports.append(report)
 
     def weighted_mean(self, vectors: Mapping[int, np.ndarray], weights: Mapping[int, float], *, bound: float,
                       weight_bound: float, faults: Faults | None = None) -> tuple[np.ndarray, float, SumResult]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from secure_fal.flower import machine_state
-from secure_fal.secagg import Aggregator, Faults
+from secure_fal.secagg import Aggregator, Faults, Report, make_protocol, run_setup
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.errors import (DecryptionError, DropoutError, InputError, MessageError, OutOfOrderError,
                                       ReplayError)
@@ -19,6 +19,7 @@ from secure_fal.secagg.masking_setup import KINDS as SETUP_KINDS
 from secure_fal.secagg.masking_setup import PROTOCOL_ID as SETUP_ID
 from secure_fal.secagg.masking_setup import SetupAdvertise, SetupPeerKeys, SetupRelayedShares, SetupShares
 from secure_fal.secagg.messages import SERVER, decode, encode, peek_header
+from secure_fal.secagg.transport import run_round
 
 SESSION = 0x0123456789ABCDEF
 
@@ -435,3 +436,42 @@ def test_session_rounds_cost_fewer_bytes_and_the_sizes_match_the_spec():
     print(f"\nn={n} L={length}: bytes per round, per-round mode {per_round.total_bytes}, session mode "
           f"{session.total_bytes} + setup {setup.total_bytes} / R={rounds} = "
           f"{session.total_bytes + setup.total_bytes / rounds:.0f}")
+
+
+# -- the setup interface shared with CKKS ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,options", [("masking", {"rounds_per_setup": 2}),
+                                          ("ckks", {"params": {"poly_modulus_degree": 2048,
+                                                               "coeff_mod_bit_sizes": [54]}})])
+def test_ckks_and_session_masking_set_up_through_the_same_interface(name, options):
+    # one object per party, as over Flower: setup machines from the protocol, install / load, then a round
+    server_side = make_protocol(name, **options)
+    members = (0, 1, 2, 3)
+    assert server_side.has_session_keys and server_side.setup_due(1) and server_side.key_holders == ()
+    server = server_side.setup_server(SESSION, members, 1)
+    parties = {c: make_protocol(name, **options) for c in members}
+    machines = {c: parties[c].setup_client(c, SESSION, members, 1) for c in members}
+    report = Report("setup", 1, 0, members)
+    run_round(server, machines, report, server_side.SETUP_PHASE_OF_KIND, server_side.SETUP_PHASES,
+              Faults(drop={3: server_side.SETUP_PHASES[-1]}))
+    server_side.install_setup(server)
+    assert server.contributors == server_side.key_holders == (0, 1, 2) and not server_side.setup_due(2)
+    for c in server.contributors:
+        parties[c].load_client_keys(c, machines[c].keys())
+    with pytest.raises(ValueError, match="client 0 holds no"):
+        parties[0].setup_client(0, SESSION, members, 1).keys()
+    spec = spec_of(2, clients=(0, 1, 2))
+    xs = inputs(spec.clients, 16)
+    round_server = server_side.server(spec)
+    clients = {c: parties[c].client(c, spec, xs[c]) for c in spec.clients}
+    run_round(round_server, clients, Report(name, 2, 16, spec.clients), server_side.PHASE_OF_KIND,
+              server_side.CLIENT_PHASES)
+    assert np.allclose(round_server.result, plain(xs, spec.clients), atol=1e-6)
+
+
+def test_run_setup_installs_on_one_object():
+    proto = MaskingProtocol(rounds_per_setup=3)
+    report = run_setup(proto, SESSION, range(5), 4, Faults(drop={1: "advertise"}))
+    assert (report.round_id, report.dropped, proto.key_holders) == (4, (1,), (0, 2, 3, 4))
+    assert [proto.setup_due(r) for r in (3, 4, 6, 7)] == [True, False, False, True]
+    Round(proto, 5, clients=(0, 2, 3, 4)).finish()

@@ -196,16 +196,8 @@ class Aggregator:
 
     def _run_setup(self) -> None:
         """The protocol's in-band setup among all clients, for the rounds from ``round_id`` on."""
-        p, first = self.protocol, self.round_id
-        faults = self.setup_fault_plan(first) if self.setup_fault_plan is not None else None
-        server = p.setup_server(self.session, self.clients, first)
-        machines = {cid: p.setup_client(cid, self.session, self.clients, first) for cid in self.clients}
-        report = Report(f"{p.NAME}-setup", first, 0, self.clients)
-        run_round(server, machines, report, p.SETUP_PHASE_OF_KIND, p.SETUP_PHASES, faults)
-        p.install_setup(server)
-        for cid in server.contributors:
-            p.load_client_keys(cid, machines[cid].keys())
-        self.setup_reports.append(report)
+        faults = self.setup_fault_plan(self.round_id) if self.setup_fault_plan is not None else None
+        self.setup_reports.append(run_setup(self.protocol, self.session, self.clients, self.round_id, faults))
 
     def weighted_mean(self, vectors: Mapping[int, np.ndarray], weights: Mapping[int, float], *, bound: float,
                       weight_bound: float, faults: Faults | None = None) -> tuple[np.ndarray, float, SumResult]:
@@ -232,6 +224,26 @@ class Aggregator:
             raise InputError("total weight of the contributing clients is 0", round_id=self.round_id,
                              field="weight")
         return res.total[:-1] / total_weight, total_weight, res
+
+
+def run_setup(protocol: SecureSumProtocol, session: int, members: Sequence[int], first_round: int,
+              faults: Faults | None = None) -> Report:
+    """Run ``protocol``'s in-band setup in process (``run_round``) and install its outcome on ``protocol``, for
+    the server and for every key holder: ``install_setup`` and ``load_client_keys`` (from each holder's
+    ``keys()`` bytes). ``faults`` drops members at a phase of ``protocol.SETUP_PHASES``.
+
+    Returns:
+        the setup's Report (round id ``first_round``, length 0; ``dropped``: the members that hold no keys).
+    """
+    members = tuple(sorted(set(members)))
+    server = protocol.setup_server(session, members, first_round)
+    machines = {cid: protocol.setup_client(cid, session, members, first_round) for cid in members}
+    report = Report(f"{protocol.NAME}-setup", first_round, 0, members)
+    run_round(server, machines, report, protocol.SETUP_PHASE_OF_KIND, protocol.SETUP_PHASES, faults)
+    protocol.install_setup(server)
+    for cid in server.contributors:
+        protocol.load_client_keys(cid, machines[cid].keys())
+    return report
 
 
 def secure_sum(protocol: SecureSumProtocol | str, contributions: Mapping[int, np.ndarray], *, bound: float,

@@ -277,14 +277,14 @@ def test_non_holders_cannot_be_round_clients():
 def test_keys_serialize_and_forget_the_rounds_that_ran():
     proto = keyed(rounds=3)
     Round(proto, 1).finish()
-    blob = proto.client_keys(2)
+    blob = proto.spent_keys(2)
     fresh = MaskingProtocol(rounds_per_setup=3)
     fresh.load_client_keys(2, blob)
     with pytest.raises(ReplayError):
         fresh.client(2, spec_of(1), np.zeros(16))
     fresh.client(2, spec_of(2), np.zeros(16))
-    assert len(proto.client_keys(2)) < len(keyed(rounds=3).client_keys(2))
-    for bad, match in ((b"junk", "unusable"), (proto.client_keys(3), "keys of client 3"),
+    assert len(proto.spent_keys(2)) < len(keyed(rounds=3).spent_keys(2))
+    for bad, match in ((b"junk", "unusable"), (proto.spent_keys(3), "keys of client 3"),
                        (blob[:-1], "unusable"), (blob + b"\0", "unusable")):
         with pytest.raises(InputError, match=match) as err:
             fresh.load_client_keys(2, bad)

@@ -62,6 +62,11 @@ class SecureSumProtocol(ABC):
         """True when an in-band setup must run before round ``round_id`` on this (server's) object."""
         return False
 
+    def spent_keys(self, cid: int) -> bytes | None:
+        """Client ``cid``'s keys as bytes once building its round machine changed them (session-mode masking
+        deletes the round's secrets), for a node to store back; None when nothing changed. Default: None."""
+        return None
+
     def round_clients(self, members: tuple[int, ...]) -> tuple[int, ...]:
         """Which of ``members`` (sorted ids with inputs) can take part in a round now. Default: all."""
         return members

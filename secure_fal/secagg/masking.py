@@ -137,11 +137,11 @@ class MaskingProtocol(SecureSumProtocol):
         (client, field 'keys') on bytes that are not its masking keys."""
         self._client_keys[cid] = ClientKeys.from_bytes(data, cid)
 
-    def client_keys(self, cid: int) -> bytes:
-        """Client ``cid``'s keys as bytes, without the secrets of the rounds it ran (to store them back)."""
-        if cid not in self._client_keys:
-            raise InputError("holds no masking session keys", client=cid, field="keys")
-        return self._client_keys[cid].to_bytes()
+    def spent_keys(self, cid: int) -> bytes | None:
+        """Session mode: client ``cid``'s keys as bytes, without the secrets of the rounds it ran or skipped (a
+        node stores them back so that no round runs twice); None in per-round mode or without keys."""
+        keys = self._client_keys.get(cid)
+        return None if keys is None else keys.to_bytes()
 
     def round_clients(self, members: tuple[int, ...]) -> tuple[int, ...]:
         """Session mode: the ``members`` that hold keys of the installed setup (a client silent in the

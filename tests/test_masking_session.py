@@ -236,9 +236,13 @@ def test_a_second_masked_input_request_is_refused():
     r = Round(keyed(), 1)
     request = r.server.send(0, InputRequest())
     r.clients[0].receive(request)
-    with pytest.raises(OutOfOrderError) as err:
-        r.clients[0].receive(request)
-    assert (err.value.client, err.value.round_id) == (None, 1)
+    for phase in ("unmask", "done"):
+        with pytest.raises(ReplayError, match="already sent its masked input") as err:
+            r.clients[0].receive(request)
+        assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, "round")
+        r.clients[0].phase = "done"
+    with pytest.raises(OutOfOrderError):   # an unmask request once done
+        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3, 4), ())))
 
 
 @pytest.mark.parametrize("round_id", [0, 4, 5])

@@ -157,7 +157,8 @@ class Aggregator:
 
         Args:
             inputs: client id -> 1-D array of length L (the same L for all). Clients absent here do not
-                take part in this round.
+                take part in this round, nor do those the protocol leaves out (``round_clients``: in
+                session-mode masking, the clients that hold no keys of the current setup).
             bound: public bound on every |coordinate|; inputs beyond it raise InputError, or are clipped
                 when ``clip`` is True.
             faults: optional dropout / message-fault plan (tests and benchmarks); default: the session's

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DropoutError, InputError, MessageError
+from .errors import DropoutError, InputError, MessageError, ReplayError
 from .machine import RoundSpec
 from .masking_client import MaskingClient
 from .masking_graph import Neighbourhoods
@@ -94,8 +94,11 @@ class SessionClient(MaskingClient):
     def receive(self, data: bytes) -> list[bytes]:
         handlers = {"masked_input": (InputRequest, self._on_input_request),
                     "unmask": (UnmaskRequest, self._on_unmask_request)}
-        kind, handler = handlers.get(self.phase, ((), None))
-        _, msg = self.accept_from_server(data, kind if handler else ())
+        kind, handler = handlers.get(self.phase, (InputRequest, None))
+        _, msg = self.accept_from_server(data, (kind, InputRequest))
+        if self.phase != "masked_input" and isinstance(msg, InputRequest):  # after the masked input went out
+            raise ReplayError(f"client {self.me} already sent its masked input of round {self.spec.round_id}",
+                              client=self.me, round_id=self.spec.round_id, field="round")
         return handler(msg)
 
     def _on_input_request(self, msg: InputRequest) -> list[bytes]:

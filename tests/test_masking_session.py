@@ -18,7 +18,7 @@ from secure_fal.secagg.masking_messages import InputRequest, UnmaskRequest
 from secure_fal.secagg.masking_setup import KINDS as SETUP_KINDS
 from secure_fal.secagg.masking_setup import PROTOCOL_ID as SETUP_ID
 from secure_fal.secagg.masking_setup import SetupAdvertise, SetupPeerKeys, SetupRelayedShares, SetupShares
-from secure_fal.secagg.messages import SERVER, decode, encode, peek_header
+from secure_fal.secagg.messages import SERVER, Header, decode, encode, peek_header
 from secure_fal.secagg.transport import run_round
 
 SESSION = 0x0123456789ABCDEF
@@ -479,3 +479,13 @@ def test_run_setup_installs_on_one_object():
     assert (report.round_id, report.dropped, proto.key_holders) == (4, (1,), (0, 2, 3, 4))
     assert [proto.setup_due(r) for r in (3, 4, 6, 7)] == [True, False, False, True]
     Round(proto, 5, clients=(0, 2, 3, 4)).finish()
+
+
+def test_setup_messages_from_members_that_missed_a_phase_are_out_of_order():
+    _, server, machines, queue = setup_parties()
+    pump(server, machines, queue, lambda h: h.kind == SetupAdvertise.KIND and h.sender == 4)   # 4's keys are lost
+    pump(server, machines, queue, lambda h: h.kind == SetupShares.KIND and h.sender == 0)      # advertise timed out
+    late = encode(Header(SETUP_ID, SetupShares.KIND, SESSION, 1, 4, SERVER), SetupShares({}))
+    with pytest.raises(OutOfOrderError, match="did not complete phase 'advertise'") as err:
+        server.receive(late)
+    assert (err.value.client, err.value.round_id) == (4, 1)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from . import masking_keys as keys
 from . import shamir
-from .errors import DecryptionError, DropoutError, InputError, MessageError, ReplayError
+from .errors import DecryptionError, DropoutError, InputError, MessageError, OutOfOrderError, ReplayError
 from .machine import RoundSpec, ServerMachine, _Party
 from .masking_graph import Neighbourhoods, check_holders
 from .masking_keys import KEY_BYTES, MASK, TAG_BYTES
@@ -399,7 +399,8 @@ class SetupServer(ServerMachine):
         header, msg = self.accept_from_client(data, (SetupShares,), self.sealed)
         u = header.sender
         if u not in self.public_keys:
-            raise self._fail("SetupShares from a member that did not advertise keys", u, "ciphertexts")
+            raise OutOfOrderError("SetupShares from a member that did not complete phase 'advertise'", client=u,
+                                  round_id=self.spec.round_id)
         expected = set(self.graph.of(u)) & self.public_keys.keys()
         if set(msg.ciphertexts) != expected:
             raise self._fail(f"ciphertexts for {sorted(msg.ciphertexts)}, expected one for each neighbour that "
@@ -414,7 +415,8 @@ class SetupServer(ServerMachine):
     def _on_ack(self, data: bytes) -> list[bytes]:
         header, _ = self.accept_from_client(data, (SetupAck,), self.acked)
         if header.sender not in self.sealed:
-            raise self._fail("SetupAck from a member that did not share", header.sender, "ack")
+            raise OutOfOrderError("SetupAck from a member that did not complete phase 'share'", client=header.sender,
+                                  round_id=self.spec.round_id)
         self.acked[header.sender] = None
         if len(self.acked) == len(self.sealed):
             self._finish()

@@ -1,6 +1,8 @@
-"""Session keys over Flower: the in-band CKKS key distribution (``secagg/ckks_keys.py``) in Flower Messages.
+"""Session keys over Flower: a protocol's in-band setup (CKKS: ``secagg/ckks_keys.py``; session-mode masking:
+``secagg/masking_setup.py``) in Flower Messages. The setup machines come from the protocol object
+(``setup_server`` / ``setup_client``; outcome via ``install_setup`` and the client machine's ``keys()``).
 
-Protocols whose session needs keys shared by the clients (``transport.needs_session_keys``: CKKS) run this
+Protocols whose session needs keys shared by the clients (``transport.needs_session_keys``) run this
 once per session, after the hello and before the first round. The server only relays: it ends up with the
 public context and the list of key holders, each key holder's node with its secret context.
 
@@ -35,7 +37,7 @@ from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from ..secagg.api import SecureSumProtocol, make_protocol
-from ..secagg.ckks_keys import CLIENT_PHASES, SETUP_ROUND, KeyClient, KeyServer
+from ..secagg.ckks_keys import SETUP_ROUND
 from ..secagg.errors import MessageError, SecAggError
 from ..secagg.messages import SERVER, peek_header
 from ..secagg.report import Report
@@ -94,7 +96,7 @@ class SetupOutcome:
             holds no secret key); pass it to ``ServerRound`` / ``run_round`` for every round of the session.
         key_holders: the clients that hold the keys (the dealer and the members that acknowledged); every
             round's clients must be among them.
-        dealer: the member that generated the keys.
+        dealer: the member that generated the keys (CKKS; None for session-mode masking).
         report: bytes of our messages per member up/down, server seconds per phase (round id 0, length 0;
             ``dropped``: the members that hold no key).
         wire: Flower-side costs (filled by ``run_setup``; empty in the sans-I/O core).
@@ -103,7 +105,7 @@ class SetupOutcome:
 
     protocol: SecureSumProtocol
     key_holders: tuple[int, ...]
-    dealer: int
+    dealer: int | None
     report: Report
     wire: WireCosts
     seconds: float
@@ -135,21 +137,22 @@ class ServerSetup(ServerExchanges):
         if not needs_session_keys(protocol):
             raise ValueError(f"protocol {protocol_name!r} has no session keys to distribute")
         self.protocol = protocol
-        self.key_setup = protocol.key_setup(session, members)
+        machine = protocol.setup_server(session, members)
+        self.key_setup = machine.spec
         opening = SetupOpening(protocol_name, options, session, self.key_setup.members).to_record()
-        super().__init__(KeyServer(self.key_setup), Report(f"{protocol_name}-keys", SETUP_ROUND, 0,
-                                                           self.key_setup.members),
-                         {SETUP_RECORD: opening}, SETUP_ROUND, len(CLIENT_PHASES) + 4)
+        super().__init__(machine, Report(f"{protocol_name}-keys", SETUP_ROUND, 0, self.key_setup.members),
+                         {SETUP_RECORD: opening}, SETUP_ROUND, len(protocol.SETUP_PHASES) + 4)
 
     def outcome(self, seconds: float) -> SetupOutcome:
         """The finished distribution (call once ``done``): installs the public context and the key holders on
         ``protocol``."""
         if not self.done:
             raise SecAggError("key distribution not finished", round_id=SETUP_ROUND)
-        holders = self.server.key_holders
-        self.protocol.install_server_keys(self.server.public_context, holders, self.key_setup.dealer)
+        holders = self.server.contributors
+        self.protocol.install_setup(self.server)
         self.report.dropped = tuple(m for m in self.key_setup.members if m not in holders)
-        return SetupOutcome(self.protocol, holders, self.key_setup.dealer, self.report, self.wire, seconds)
+        dealer = getattr(self.key_setup, "dealer", None)
+        return SetupOutcome(self.protocol, holders, dealer, self.report, self.wire, seconds)
 
 
 def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], session: int,
@@ -181,12 +184,12 @@ def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], ses
     return state.outcome(time.perf_counter() - t0)
 
 
-def _thaw(data: object, cid: int) -> KeyClient:
-    """The KeyClient this node stored (``pickle``: node-local bytes only, as ``machine_state``)."""
+def _thaw(data: object, cid: int) -> object:
+    """The setup client machine this node stored (``pickle``: node-local bytes only, as ``machine_state``)."""
     machine = pickle.loads(data) if isinstance(data, bytes) else None
-    if not isinstance(machine, KeyClient):
-        raise MessageError(f"stored key-setup state holds a {type(machine).__name__}, not a KeyClient", client=cid,
-                           round_id=SETUP_ROUND, field=SETUP_STATE_RECORD)
+    if not all(hasattr(machine, name) for name in ("receive", "done", "keys")):
+        raise MessageError(f"stored key-setup state holds a {type(machine).__name__}, not a setup client machine",
+                           client=cid, round_id=SETUP_ROUND, field=SETUP_STATE_RECORD)
     return machine
 
 
@@ -215,7 +218,7 @@ def client_setup_step(content: RecordDict, state: RecordDict, cid: int, policy: 
             protocol = make_protocol(opening.protocol, **opening.options)
             if not needs_session_keys(protocol):
                 raise ValueError(f"protocol {opening.protocol!r} has no session keys")
-            machine = KeyClient(cid, protocol.key_setup(opening.session, opening.members))
+            machine = protocol.setup_client(cid, opening.session, opening.members)
         except (TypeError, ValueError) as exc:
             raise MessageError(f"cannot take part in this key distribution: {exc}", client=cid, round_id=SETUP_ROUND,
                                field=SETUP_RECORD) from None
@@ -232,8 +235,7 @@ def client_setup_step(content: RecordDict, state: RecordDict, cid: int, policy: 
         raise MessageError("client machine addressed a message to another client", client=cid, round_id=SETUP_ROUND)
     if machine.done:
         state.config_records.pop(SETUP_STATE_RECORD, None)
-        state.config_records[KEYS_RECORD] = ConfigRecord({session_key_name(machine.spec.session):
-                                                          machine.context.serialize()})
+        state.config_records[KEYS_RECORD] = ConfigRecord({session_key_name(machine.spec.session): machine.keys()})
     else:
         state.config_records[SETUP_STATE_RECORD] = ConfigRecord({"machine": pickle.dumps(machine)})
     return pack_messages(out)

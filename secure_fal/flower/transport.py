@@ -134,9 +134,10 @@ class RoundOpening:
 
 
 def needs_session_keys(protocol: SecureSumProtocol) -> bool:
-    """True for protocols whose session needs keys made once and shared by the clients (those with a
-    ``setup``: CKKS). Over Flower they are distributed in-band first (``session_keys.py``)."""
-    return type(protocol).setup is not SecureSumProtocol.setup
+    """True for protocols whose session needs keys made once and shared by the clients
+    (``protocol.has_session_keys``: CKKS, session-mode masking). Over Flower they are distributed in-band first
+    (``session_keys.py``)."""
+    return protocol.has_session_keys
 
 
 def check_keys_installed(protocol: SecureSumProtocol) -> None:
@@ -571,6 +572,9 @@ def client_step(content: RecordDict, state: RecordDict, cid: int, inputs: InputS
             load_session_keys(protocol, state, cid, opening.spec)
         workload = dict(content.config_records.get(WORKLOAD_RECORD, ConfigRecord()))
         machine = protocol.client(cid, opening.spec, inputs(opening.spec, cid, workload))
+        spent = protocol.spent_keys(cid)
+        if spent is not None:  # session-mode masking: this round's secrets are gone, a second opening is refused
+            state.config_records[KEYS_RECORD][session_key_name(opening.spec.session)] = spent
     else:
         stored = state.config_records.get(STATE_RECORD)
         if stored is None:

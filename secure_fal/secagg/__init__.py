@@ -8,7 +8,7 @@ Each protocol is a pair of sans-I/O state machines (``machine.py``) exchanging b
 driven by a transport (``transport.py``). Specs: ``protocols/*.md``.
 """
 
-from .api import Aggregator, SecureSumProtocol, SumResult, make_protocol, secure_sum
+from .api import Aggregator, SecureSumProtocol, SumResult, make_protocol, run_setup, secure_sum
 from .encoding import FixedPoint
 from .errors import (DecryptionError, DropoutError, InputError, MessageError, OutOfOrderError, ReplayError,
                      SecAggError)
@@ -16,7 +16,7 @@ from .report import CostTotals, Report
 from .transport import Faults
 
 __all__ = [
-    "Aggregator", "SecureSumProtocol", "SumResult", "make_protocol", "secure_sum", "FixedPoint", "Faults",
+    "Aggregator", "SecureSumProtocol", "SumResult", "make_protocol", "run_setup", "secure_sum", "FixedPoint", "Faults",
     "Report", "CostTotals", "SecAggError", "InputError", "MessageError", "ReplayError", "OutOfOrderError",
     "DecryptionError", "DropoutError",
 ]

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from .encoding import FixedPoint
-from .errors import InputError
+from .errors import DropoutError, InputError
 from .machine import ClientMachine, RoundSpec, ServerMachine
 from .report import CostTotals, Report
 from .transport import Faults, run_round
@@ -33,14 +33,43 @@ class SecureSumProtocol(ABC):
     PHASE_OF_KIND (message kind -> client phase in which clients send it). ``setup`` runs once per
     session before the first round (e.g. CKKS key generation); keys and other long-lived state live on
     the protocol object, one per session.
+
+    Protocols whose clients need keys from an in-band setup (``has_session_keys``: CKKS, session-mode
+    masking) also offer, all with the same meaning: ``SETUP_PHASES`` / ``SETUP_PHASE_OF_KIND`` (as
+    CLIENT_PHASES / PHASE_OF_KIND, for the setup), ``setup_server(session, members, first_round)`` and
+    ``setup_client(cid, session, members, first_round)`` (the setup's machines, driven like a round's:
+    ``start/receive/on_timeout``, ``phase``, ``done``; the server's ``contributors`` = the key holders; a
+    client's ``keys()`` = its keys as bytes once done), ``install_setup(server_machine)`` on the server's
+    object and ``load_client_keys(cid, keys)`` on a client's. ``setup_due(round_id)`` says when a setup must
+    run before a round (the in-process ``Aggregator`` then runs one among all the session's clients).
     """
 
     NAME: ClassVar[str]
     CLIENT_PHASES: ClassVar[tuple[str, ...]]
     PHASE_OF_KIND: ClassVar[dict[int, str]]
+    SETUP_PHASES: ClassVar[tuple[str, ...]] = ()
+    SETUP_PHASE_OF_KIND: ClassVar[dict[int, str]] = {}
 
     def setup(self, clients: Sequence[int], rng: random.Random) -> None:
         """Once per session, before any round. Default: nothing to set up."""
+
+    @property
+    def has_session_keys(self) -> bool:
+        """True when clients need keys from an in-band setup before taking part in rounds."""
+        return False
+
+    def setup_due(self, round_id: int) -> bool:
+        """True when an in-band setup must run before round ``round_id`` on this (server's) object."""
+        return False
+
+    def spent_keys(self, cid: int) -> bytes | None:
+        """Client ``cid``'s keys as bytes once building its round machine changed them (session-mode masking
+        deletes the round's secrets), for a node to store back; None when nothing changed. Default: None."""
+        return None
+
+    def round_clients(self, members: tuple[int, ...]) -> tuple[int, ...]:
+        """Which of ``members`` (sorted ids with inputs) can take part in a round now. Default: all."""
+        return members
 
     @abstractmethod
     def server(self, spec: RoundSpec) -> ServerMachine: ...
@@ -93,14 +122,21 @@ class Aggregator:
             always come from the OS's cryptographic RNG.
         fault_plan: round id (1-based) -> the fault plan of that round, for sums called without ``faults``
             (tests and benchmarks inject dropouts into code that does not pass ``faults`` itself).
+        setup_fault_plan: first round id of an in-band setup -> the fault plan of that setup (phases of
+            ``protocol.SETUP_PHASES``).
 
-    Each ``sum`` call is one round with a fresh round id; ``totals`` accumulates costs over rounds.
+    Each ``sum`` call is one round with a fresh round id; ``totals`` accumulates costs over rounds. When the
+    protocol says a setup is due before a round (session-mode masking: before the first round and whenever
+    the rounds of the last setup ran out), ``sum`` first runs it in process among all ``clients``; its costs
+    go to ``setup_reports`` (one Report per setup, round id = its first round, length 0), not to ``totals``.
     """
 
     def __init__(self, protocol: SecureSumProtocol | str, clients: Sequence[int], *, frac_bits: int = 24,
                  seed: int | None = None, fault_plan: Callable[[int], Faults | None] | None = None,
-                 **protocol_kwargs) -> None:
+                 setup_fault_plan: Callable[[int], Faults | None] | None = None, **protocol_kwargs) -> None:
         self.fault_plan = fault_plan
+        self.setup_fault_plan = setup_fault_plan
+        self.setup_reports: list[Report] = []
         self.protocol = make_protocol(protocol, **protocol_kwargs) if isinstance(protocol, str) else protocol
         self.clients = tuple(sorted(set(clients)))
         self.frac_bits = frac_bits
@@ -121,7 +157,8 @@ class Aggregator:
 
         Args:
             inputs: client id -> 1-D array of length L (the same L for all). Clients absent here do not
-                take part in this round.
+                take part in this round, nor do those the protocol leaves out (``round_clients``: in
+                session-mode masking, the clients that hold no keys of the current setup).
             bound: public bound on every |coordinate|; inputs beyond it raise InputError, or are clipped
                 when ``clip`` is True.
             faults: optional dropout / message-fault plan (tests and benchmarks); default: the session's
@@ -147,7 +184,12 @@ class Aggregator:
         self.round_id += 1
         if faults is None and self.fault_plan is not None:
             faults = self.fault_plan(self.round_id)
-        members = tuple(sorted(inputs))
+        if self.protocol.setup_due(self.round_id):
+            self._run_setup()
+        members = self.protocol.round_clients(tuple(sorted(inputs)))
+        if not members:
+            raise DropoutError("no client with an input can take part (none holds keys of the session's setup)",
+                               round_id=self.round_id)
         spec = RoundSpec(self.session, self.round_id, members, length,
                          FixedPoint(bound, self.frac_bits, len(members)), clip)
         server = self.protocol.server(spec)
@@ -157,6 +199,11 @@ class Aggregator:
         self.totals.add(report)
         self.reports.append(report)
         return SumResult(server.result, server.contributors, report)
+
+    def _run_setup(self) -> None:
+        """The protocol's in-band setup among all clients, for the rounds from ``round_id`` on."""
+        faults = self.setup_fault_plan(self.round_id) if self.setup_fault_plan is not None else None
+        self.setup_reports.append(run_setup(self.protocol, self.session, self.clients, self.round_id, faults))
 
     def weighted_mean(self, vectors: Mapping[int, np.ndarray], weights: Mapping[int, float], *, bound: float,
                       weight_bound: float, faults: Faults | None = None) -> tuple[np.ndarray, float, SumResult]:
@@ -183,6 +230,26 @@ class Aggregator:
             raise InputError("total weight of the contributing clients is 0", round_id=self.round_id,
                              field="weight")
         return res.total[:-1] / total_weight, total_weight, res
+
+
+def run_setup(protocol: SecureSumProtocol, session: int, members: Sequence[int], first_round: int,
+              faults: Faults | None = None) -> Report:
+    """Run ``protocol``'s in-band setup in process (``run_round``) and install its outcome on ``protocol``, for
+    the server and for every key holder: ``install_setup`` and ``load_client_keys`` (from each holder's
+    ``keys()`` bytes). ``faults`` drops members at a phase of ``protocol.SETUP_PHASES``.
+
+    Returns:
+        the setup's Report (round id ``first_round``, length 0; ``dropped``: the members that hold no keys).
+    """
+    members = tuple(sorted(set(members)))
+    server = protocol.setup_server(session, members, first_round)
+    machines = {cid: protocol.setup_client(cid, session, members, first_round) for cid in members}
+    report = Report(f"{protocol.NAME}-setup", first_round, 0, members)
+    run_round(server, machines, report, protocol.SETUP_PHASE_OF_KIND, protocol.SETUP_PHASES, faults)
+    protocol.install_setup(server)
+    for cid in server.contributors:
+        protocol.load_client_keys(cid, machines[cid].keys())
+    return report
 
 
 def secure_sum(protocol: SecureSumProtocol | str, contributions: Mapping[int, np.ndarray], *, bound: float,

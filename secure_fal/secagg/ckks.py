@@ -27,7 +27,9 @@ import numpy as np
 
 from .api import SecureSumProtocol
 from .ckks_context import CKKSContext
-from .ckks_keys import KeySetup
+from .ckks_keys import CLIENT_PHASES as KEY_PHASES
+from .ckks_keys import PHASE_OF_KIND as KEY_PHASE_OF_KIND
+from .ckks_keys import KeyClient, KeyServer, KeySetup
 from .ckks_params import CKKSParams, RoundPlan
 from .errors import DecryptionError, DropoutError, InputError, MessageError
 from .machine import ClientMachine, RoundSpec, ServerMachine
@@ -280,6 +282,8 @@ class CKKSProtocol(SecureSumProtocol):
     NAME = "ckks"
     CLIENT_PHASES = ("input", "decrypt")
     PHASE_OF_KIND = {EncryptedInput.KIND: "input", DecryptedSum.KIND: "decrypt"}
+    SETUP_PHASES = KEY_PHASES
+    SETUP_PHASE_OF_KIND = KEY_PHASE_OF_KIND
 
     def __init__(self, params: CKKSParams | Mapping[str, object] | None = None, *, dealer: int | None = None,
                  key_authority: bool = False) -> None:
@@ -337,6 +341,31 @@ class CKKSProtocol(SecureSumProtocol):
         if dealer not in members:
             raise ValueError(f"dealer {dealer} is not a member of the session {list(members)}")
         return KeySetup(session, members, dealer, self.params)
+
+    @property
+    def has_session_keys(self) -> bool:
+        """Always: every round needs the session's keys."""
+        return True
+
+    def setup_due(self, round_id: int) -> bool:
+        """True while no keys are installed on this (server's) object."""
+        return not self.key_holders
+
+    def setup_server(self, session: int, members: Sequence[int], first_round: int = 1) -> KeyServer:
+        """The server's machine of the in-band key distribution (``ckks_keys``; ``first_round`` is not used:
+        the keys serve the whole session); once ``done``, pass it to ``install_setup``."""
+        return KeyServer(self.key_setup(session, members))
+
+    def setup_client(self, cid: int, session: int, members: Sequence[int], first_round: int = 1) -> KeyClient:
+        """Member ``cid``'s machine of the in-band key distribution; once ``done``, its ``keys()`` go to
+        ``load_client_keys``."""
+        return KeyClient(cid, self.key_setup(session, members))
+
+    def install_setup(self, server: KeyServer) -> None:
+        """``install_server_keys`` from a finished key distribution's server machine."""
+        if not isinstance(server, KeyServer) or not server.done:
+            raise ValueError("expected a finished CKKS KeyServer")
+        self.install_server_keys(server.public_context, server.key_holders, server.spec.dealer)
 
     def install_server_keys(self, public_context: CKKSContext, key_holders: Sequence[int],
                             dealer: int | None) -> None:

@@ -338,6 +338,12 @@ class KeyClient(_Party):
     def done(self) -> bool:
         return self.phase == "done"
 
+    def keys(self) -> bytes:
+        """The private context's bytes (what ``CKKSProtocol.load_client_keys`` reads), once ``done``."""
+        if self.context is None:
+            raise ValueError(f"client {self.me} holds no CKKS keys: the key distribution has not finished")
+        return self.context.serialize()
+
     def receive(self, data: bytes) -> list[bytes]:
         allowed = {"key": (KeyRequest,), "deal": (MemberKeys,), "sealed": (SealedContext,)}.get(self.phase, ())
         header, msg = self.accept(data, allowed)

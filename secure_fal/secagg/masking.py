@@ -14,20 +14,32 @@ that dropped after sharing, from shares that the surviving clients reveal. Phase
 
 The result is the exact fixed-point sum over U3, bit for bit what the plaintext protocol returns for
 the same inputs and surviving set.
+
+Session mode (``rounds_per_setup=R``): a setup (``masking_setup.py``) does the advertise and share work of R
+rounds at once, with independent secrets per round; each round then has only the masked_input and unmask
+phases (``masking_session.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .api import SecureSumProtocol
+from .errors import InputError
 from .machine import ClientMachine, RoundSpec, ServerMachine
 from .masking_client import MaskingClient
-from .masking_graph import NeighbourSetting, Neighbourhoods, ThresholdSetting, check_settings, neighbourhoods
+from .masking_graph import (NeighbourSetting, Neighbourhoods, ThresholdSetting, check_settings, neighbourhoods,
+                            session_neighbourhoods)
 from .masking_messages import Advertise, MaskedInput, Shares, Unmask
 from .masking_server import MaskingServer
+from .masking_session import SessionClient, SessionServer
+from .masking_setup import CLIENT_PHASES as SETUP_CLIENT_PHASES
+from .masking_setup import PHASE_OF_KIND as SETUP_KIND_PHASES
+from .masking_setup import ClientKeys, SessionServerKeys, SetupClient, SetupServer, SetupSpec
 
-__all__ = ["MaskingProtocol", "MaskingServer", "MaskingClient"]
+__all__ = ["MaskingProtocol", "MaskingServer", "MaskingClient", "SessionServer", "SessionClient"]
 
 
 class MaskingProtocol(SecureSumProtocol):
@@ -39,6 +51,12 @@ class MaskingProtocol(SecureSumProtocol):
             m/2 < t <= m for every round (checked per round: InputError field 'threshold').
         neighbours: None (default): complete graph (SecAgg); an int k: SecAgg+ graph with k neighbours
             (rounded up to even, capped at n - 1); "log": k = 2 * ceil(log2 n).
+        rounds_per_setup: None (default): per-round mode, 4 client phases per round (advertise, share,
+            masked_input, unmask). An int R >= 1: session mode: a setup among the session's members makes and
+            shares the secrets of R rounds in advance (``setup_server`` / ``setup_client``; the in-process
+            ``Aggregator`` runs it before the first round and again whenever the rounds run out), and each
+            round has 2 client phases (masked_input, unmask). The graph and t are then fixed per setup from
+            its members (``session_neighbourhoods``).
 
     Up to m - t clients of a neighbourhood may drop out; fewer than t colluding parties (the server
     included) learn nothing beyond the sum. See protocols/masking.md.
@@ -48,18 +66,104 @@ class MaskingProtocol(SecureSumProtocol):
     CLIENT_PHASES = ("advertise", "share", "masked_input", "unmask")
     PHASE_OF_KIND = {Advertise.KIND: "advertise", Shares.KIND: "share", MaskedInput.KIND: "masked_input",
                      Unmask.KIND: "unmask"}
+    SESSION_CLIENT_PHASES = ("masked_input", "unmask")
+    SETUP_PHASES = SETUP_CLIENT_PHASES
+    SETUP_PHASE_OF_KIND = SETUP_KIND_PHASES
 
-    def __init__(self, threshold: ThresholdSetting = None, neighbours: NeighbourSetting = None) -> None:
+    def __init__(self, threshold: ThresholdSetting = None, neighbours: NeighbourSetting = None,
+                 rounds_per_setup: int | None = None) -> None:
         check_settings(neighbours, threshold)
+        if rounds_per_setup is not None and (isinstance(rounds_per_setup, bool) or not isinstance(rounds_per_setup, int)
+                                             or rounds_per_setup < 1):
+            raise ValueError(f"rounds_per_setup must be None (per-round mode) or an int >= 1, got {rounds_per_setup!r}")
         self.threshold = threshold
         self.neighbours = neighbours
+        self.rounds_per_setup = rounds_per_setup
+        if rounds_per_setup is not None:  # this object's rounds have 2 client phases
+            self.CLIENT_PHASES = self.SESSION_CLIENT_PHASES
+            self.PHASE_OF_KIND = {MaskedInput.KIND: "masked_input", Unmask.KIND: "unmask"}
+        self._server_keys: SessionServerKeys | None = None
+        self._client_keys: dict[int, ClientKeys] = {}
 
     def graph(self, spec: RoundSpec) -> Neighbourhoods:
-        """The neighbour graph and threshold of a round (the same for every party)."""
+        """The neighbour graph and threshold of a per-round-mode round (the same for every party)."""
         return neighbourhoods(spec, self.neighbours, self.threshold)
 
+    # -- session mode: setup ------------------------------------------------------------------------------
+
+    @property
+    def has_session_keys(self) -> bool:
+        """True in session mode: rounds need the keys of an in-band setup."""
+        return self.rounds_per_setup is not None
+
+    @property
+    def key_holders(self) -> tuple[int, ...]:
+        """Session mode, server side: the members of the installed setup that hold keys (else ())."""
+        return () if self._server_keys is None else self._server_keys.holders
+
+    def setup_due(self, round_id: int) -> bool:
+        """Session mode: True when no installed setup covers ``round_id`` (none yet, or its rounds ran out)."""
+        return self.has_session_keys and (self._server_keys is None or not self._server_keys.covers(round_id))
+
+    def setup_spec(self, session: int, members: Sequence[int], first_round: int) -> SetupSpec:
+        """Public parameters of the setup for rounds first_round .. first_round + R - 1 among ``members``.
+
+        Raises ValueError in per-round mode or for a bad member list / range, InputError (field 'clients' or
+        'threshold') when the members admit no graph and threshold.
+        """
+        if not self.has_session_keys:
+            raise ValueError("per-round masking (rounds_per_setup=None) has no session setup")
+        members = tuple(sorted(set(members)))
+        graph = session_neighbourhoods(session, members, self.neighbours, self.threshold, first_round)
+        return SetupSpec(session, members, first_round, self.rounds_per_setup, graph)
+
+    def setup_server(self, session: int, members: Sequence[int], first_round: int = 1) -> SetupServer:
+        """The server's setup machine; once ``done``, pass it to ``install_setup``."""
+        return SetupServer(self.setup_spec(session, members, first_round))
+
+    def setup_client(self, cid: int, session: int, members: Sequence[int], first_round: int = 1) -> SetupClient:
+        """Member ``cid``'s setup machine; once ``done``, its ``keys()`` go to ``load_client_keys``."""
+        return SetupClient(cid, self.setup_spec(session, members, first_round))
+
+    def install_setup(self, server: SetupServer) -> None:
+        """Make this the server's object for the rounds the finished setup ``server`` covers (replacing any
+        earlier setup); ValueError unless it is a finished masking setup."""
+        if not isinstance(server, SetupServer):
+            raise ValueError(f"expected a masking SetupServer, got {type(server).__name__}")
+        self._server_keys = server.outcome()
+
+    def load_client_keys(self, cid: int, data: bytes) -> None:
+        """Give client ``cid`` its keys (``SetupClient.keys()`` bytes), replacing any it had; InputError
+        (client, field 'keys') on bytes that are not its masking keys."""
+        self._client_keys[cid] = ClientKeys.from_bytes(data, cid)
+
+    def spent_keys(self, cid: int) -> bytes | None:
+        """Session mode: client ``cid``'s keys as bytes, without the secrets of the rounds it ran or skipped (a
+        node stores them back so that no round runs twice); None in per-round mode or without keys."""
+        keys = self._client_keys.get(cid)
+        return None if keys is None else keys.to_bytes()
+
+    def round_clients(self, members: tuple[int, ...]) -> tuple[int, ...]:
+        """Session mode: the ``members`` that hold keys of the installed setup (a client silent in the
+        setup sits out until the next one); per-round mode: all of them."""
+        if not self.has_session_keys or self._server_keys is None:
+            return members
+        return tuple(c for c in members if c in self._server_keys.holders)
+
+    # -- rounds ---------------------------------------------------------------------------------------------
+
     def server(self, spec: RoundSpec) -> ServerMachine:
-        return MaskingServer(spec, self.graph(spec))
+        if not self.has_session_keys:
+            return MaskingServer(spec, self.graph(spec))
+        if self._server_keys is None:
+            raise ValueError("session-mode masking: no setup installed on this object; run setup_server / "
+                             "install_setup before the first round")
+        return SessionServer(spec, self._server_keys)
 
     def client(self, cid: int, spec: RoundSpec, vector: np.ndarray) -> ClientMachine:
-        return MaskingClient(cid, spec, vector, self.graph(spec))
+        if not self.has_session_keys:
+            return MaskingClient(cid, spec, vector, self.graph(spec))
+        if cid not in self._client_keys:
+            raise InputError("holds no masking session keys (not a key holder of this setup)", client=cid,
+                             round_id=spec.round_id, field="keys")
+        return SessionClient(cid, spec, vector, self._client_keys[cid])

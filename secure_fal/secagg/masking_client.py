@@ -32,7 +32,7 @@ class MaskingClient(ClientMachine):
         self._c_sk = self._s_sk = None  # fresh X25519 key pairs, made when the server opens the round
         self._share_keys: dict[int, bytes] = {}   # v -> AES key for shares exchanged with v
         self._mask_seeds: dict[int, bytes] = {}   # v -> s_uv
-        self._own_shares: tuple[int, int] | None = None  # this client's shares of its own b and s_sk
+        self._own_b_share: int | None = None  # this client's share of its own b (its own s_sk share is never revealed)
         self._self_seed: bytes | None = None
         self._held: dict[int, tuple[int, int]] = {}  # v -> (share of b_v, share of s_sk_v): U2 and N(u)
 
@@ -81,7 +81,7 @@ class MaskingClient(ClientMachine):
                                shamir.encode_share(b_shares[v]) + shamir.encode_share(s_shares[v]))
                   for v in sorted(msg.keys)}
         self._share_keys, self._mask_seeds, self._self_seed = share_keys, mask_seeds, self_seed
-        self._own_shares = (b_shares[me], s_shares[me])
+        self._own_b_share = b_shares[me]
         self.phase = "masked_input"
         return [self.send(SERVER, Shares(sealed))]
 
@@ -106,13 +106,17 @@ class MaskingClient(ClientMachine):
                 held[v] = (shamir.decode_share(plain[:e]), shamir.decode_share(plain[e:]))
             except ValueError as exc:
                 raise self._fail(MessageError, f"bad share plaintext: {exc}", v, "ciphertexts") from None
-        enc = spec.encoding
+        self._held = held
+        return self._masked_input()
+
+    def _masked_input(self) -> list[bytes]:
+        """y_u = q_u + PRG(b_u) + sum_{v in held, v > u} PRG(s_uv) - sum_{v in held, v < u} PRG(s_uv) (mod 2^k)."""
+        me, enc = self.me, self.spec.encoding
         acc = MaskAccumulator(enc.to_ring(self.quantized))
         acc.add(self._self_seed)
-        for v in sorted(held):
+        for v in sorted(self._held):
             (acc.add if v > me else acc.sub)(self._mask_seeds[v])
         y = enc.pack(acc.reduce(enc.ring_mask))
-        self._held = held
         self.phase = "unmask"
         return [self.send(SERVER, MaskedInput(y))]
 
@@ -145,7 +149,7 @@ class MaskingClient(ClientMachine):
         if len(survivors) < t:
             raise self._fail(DropoutError, f"refusing: only {len(survivors)} survivors among client {me}'s "
                              f"neighbourhood, threshold t={t}", me, "survivors")
-        held = {**self._held, me: self._own_shares}
+        b_held = {**{v: b for v, (b, _) in self._held.items()}, me: self._own_b_share}
         self.phase = "done"
-        return [self.send(SERVER, Unmask({v: shamir.encode_share(held[v][0]) for v in sorted(survivors)},
-                                         {v: shamir.encode_share(held[v][1]) for v in sorted(dropped)}))]
+        return [self.send(SERVER, Unmask({v: shamir.encode_share(b_held[v]) for v in sorted(survivors)},
+                                         {v: shamir.encode_share(self._held[v][1]) for v in sorted(dropped)}))]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 
-from .errors import InputError
+from .errors import DropoutError, InputError
 from .machine import RoundSpec
 from .prg import permutation
 
@@ -61,6 +61,10 @@ class Neighbourhoods:
     threshold: int
     adjacency: Mapping[int, tuple[int, ...]]
 
+    def __reduce__(self) -> tuple:
+        """Picklable by plain ``pickle`` (a read-only mapping is not): rebuilt from a dict copy."""
+        return _rebuild, (self.degree, self.threshold, dict(self.adjacency))
+
     def of(self, cid: int) -> tuple[int, ...]:
         """N(cid): the neighbours of cid (sorted)."""
         return self.adjacency[cid]
@@ -68,6 +72,13 @@ class Neighbourhoods:
     def closed(self, cid: int) -> frozenset[int]:
         """N[cid] = {cid} + N(cid): the holders of cid's shares."""
         return frozenset(self.adjacency[cid]) | {cid}
+
+    def restricted(self, clients: tuple[int, ...]) -> Neighbourhoods:
+        """The graph induced on ``clients`` (a subset of this graph's vertices); ``degree`` and t stay this
+        graph's (a session's graph restricted to one round's clients keeps the session's threshold)."""
+        keep = set(clients)
+        return Neighbourhoods(self.degree, self.threshold, MappingProxyType(
+            {c: tuple(v for v in self.adjacency[c] if v in keep) for c in clients}))
 
     def components(self, alive: set[int]) -> list[set[int]]:
         """Connected components of the graph restricted to ``alive`` (each a set of ids)."""
@@ -84,15 +95,48 @@ class Neighbourhoods:
         return parts
 
 
+def _rebuild(degree: int, threshold: int, adjacency: dict[int, tuple[int, ...]]) -> Neighbourhoods:
+    return Neighbourhoods(degree, threshold, MappingProxyType(adjacency))
+
+
+def check_holders(graph: Neighbourhoods, alive: set[int], owners: set[int], closed: bool, what: str, phase: str,
+                  round_id: int) -> None:
+    """DropoutError unless every owner in ``owners`` has >= t share holders among ``alive`` (holders: N[u]
+    when ``closed``, else N(u)); ``what`` and ``phase`` word the error, which names the owner and round."""
+    t = graph.threshold
+    if not alive:
+        raise DropoutError(f"no client left after phase {phase!r}", round_id=round_id)
+    for u in sorted(owners):
+        holders = (graph.closed(u) if closed else set(graph.of(u))) & alive
+        if len(holders) < t:
+            raise DropoutError(f"{what}: {len(holders)} holders of this client's shares remain "
+                               f"({sorted(holders)}), threshold t={t}; no result is released", client=u,
+                               round_id=round_id)
+
+
 def neighbourhoods(spec: RoundSpec, neighbours: NeighbourSetting, threshold: ThresholdSetting) -> Neighbourhoods:
     """Graph and threshold of a round; raises InputError (field 'clients' or 'threshold') when impossible."""
-    n = len(spec.clients)
+    return _build(spec.session, spec.round_id, spec.clients, neighbours, threshold, spec.round_id)
+
+
+def session_neighbourhoods(session: int, members: tuple[int, ...], neighbours: NeighbourSetting,
+                           threshold: ThresholdSetting, round_id: int) -> Neighbourhoods:
+    """Graph and threshold of a session-mode setup (protocols/masking.md §Session mode): the graph of
+    ``members`` derived from the session id alone (the round id in the seed is 0), so every setup of a
+    session over the same members has the same graph. ``round_id`` (the setup's first round) only names
+    errors: InputError (field 'clients' or 'threshold') as ``neighbourhoods``."""
+    return _build(session, 0, members, neighbours, threshold, round_id)
+
+
+def _build(session: int, graph_round: int, clients: tuple[int, ...], neighbours: NeighbourSetting,
+           threshold: ThresholdSetting, round_id: int) -> Neighbourhoods:
+    n = len(clients)
     if n < 2:
         raise InputError(f"masking needs at least 2 clients, got {n}: the sum of one input is that input",
-                         round_id=spec.round_id, field="clients")
+                         round_id=round_id, field="clients")
     degree = _degree(n, neighbours)
-    t = _threshold(degree + 1, threshold, spec.round_id)
-    return Neighbourhoods(degree, t, _adjacency(spec.session, spec.round_id, spec.clients, degree))
+    t = _threshold(degree + 1, threshold, round_id)
+    return Neighbourhoods(degree, t, _adjacency(session, graph_round, clients, degree))
 
 
 def _degree(n: int, neighbours: NeighbourSetting) -> int:

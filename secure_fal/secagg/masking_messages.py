@@ -117,5 +117,14 @@ class Unmask(Message):
     s_shares: dict[int, bytes]
 
 
+@dataclass(frozen=True)
+class InputRequest(Message):
+    """Server -> client, opens a session-mode round (§Session mode): send your masked input. 0 bytes."""
+
+    KIND = 9
+
+
 KINDS = {m.KIND: m for m in (AdvertiseRequest, Advertise, PeerKeys, Shares, RelayedShares, MaskedInput,
                              UnmaskRequest, Unmask)}
+SESSION_KINDS = {m.KIND: m for m in (InputRequest, MaskedInput, UnmaskRequest, Unmask)}
+"""Kinds of a session-mode round: its advertise and share phases ran in the setup (``masking_setup.py``)."""

@@ -13,7 +13,7 @@ from . import masking_keys as keys
 from . import shamir
 from .errors import DropoutError, MessageError, OutOfOrderError
 from .machine import RoundSpec, ServerMachine
-from .masking_graph import Neighbourhoods
+from .masking_graph import Neighbourhoods, check_holders
 from .masking_keys import MASK
 from .masking_messages import (KINDS, PROTOCOL_ID, SHARE_CIPHERTEXT_BYTES, Advertise, AdvertiseRequest,
                                MaskedInput, PeerKeys, RelayedShares, Shares, Unmask, UnmaskRequest)
@@ -136,15 +136,7 @@ class MaskingServer(ServerMachine):
 
     def _require(self, alive: set[int], owners: set[int], closed: bool, what: str) -> None:
         """DropoutError unless every owner in ``owners`` has >= t share holders among ``alive``."""
-        t = self.graph.threshold
-        if not alive:
-            raise DropoutError(f"no client left after phase {self.phase!r}", round_id=self.spec.round_id)
-        for u in sorted(owners):
-            holders = (self.graph.closed(u) if closed else set(self.graph.of(u))) & alive
-            if len(holders) < t:
-                raise DropoutError(f"{what}: {len(holders)} holders of this client's shares remain "
-                                   f"({sorted(holders)}), threshold t={t}; no result is released",
-                                   client=u, round_id=self.spec.round_id)
+        check_holders(self.graph, alive, owners, closed, what, self.phase, self.spec.round_id)
 
     def _close_advertise(self) -> list[bytes]:
         u1 = set(self.public_keys)

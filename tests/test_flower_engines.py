@@ -30,9 +30,8 @@ from secure_fal.flower.app_bundle import write_app_dir  # noqa: E402
 from secure_fal.flower.loopback import HOST, LoopbackFederation  # noqa: E402
 from secure_fal.flower.server_app import SessionSettings  # noqa: E402
 from secure_fal.flower.synthetic import synthetic_input  # noqa: E402
-from secure_fal.secagg import Aggregator, Faults, FixedPoint  # noqa: E402
+from secure_fal.secagg import Aggregator, Faults, FixedPoint, make_protocol  # noqa: E402
 from secure_fal.secagg.machine import RoundSpec  # noqa: E402
-from secure_fal.secagg.masking import MaskingProtocol  # noqa: E402
 
 CLIENTS = (0, 1, 2)
 EXCHANGE_TIMEOUT = 15.0   # s, the floor of an exchange's wait; transport.Patience waits longer on a slow machine
@@ -50,32 +49,38 @@ def in_process(settings: SessionSettings, drop: dict[int, dict[int, str]]):
 
 
 def test_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
-    killed, phase = 1, "masked_input"
-    exchange = MaskingProtocol.CLIENT_PHASES.index(phase)  # exchange i makes clients send in phase i
+    # Flower's default executor (a fresh ClientApp process per message); session-mode masking: one in-band setup
+    # (advertise, share, ack) for both rounds, then 2 exchanges per round; node 1 dies as round 2 opens
+    killed, phase, r = 1, "masked_input", 2
+    options = {"threshold": 2, "rounds_per_setup": 2}
+    exchange = make_protocol("masking", **options).CLIENT_PHASES.index(phase)  # exchange i: clients send in phase i
     result_file = tmp_path / "result.json"
-    settings = SessionSettings(protocol="masking", options={"threshold": 2}, rounds=1, length=200, seed=11,
+    settings = SessionSettings(protocol="masking", options=options, rounds=2, length=200, seed=11,
                                timeout=EXCHANGE_TIMEOUT, min_nodes=len(CLIENTS), result_file=str(result_file))
     app = write_app_dir(tmp_path / "app", SessionSettings().to_run_config())
     nodes = [{"client-id": c, "protocols": "masking"} for c in CLIENTS]
     t0 = time.perf_counter()
     with LoopbackFederation(tmp_path / "federation", nodes) as fed:
         listening = fed.run_app_killing_node(app, settings.to_run_config(), node=killed,
-                                             marker=f", ROUND 1.{exchange}]", timeout=RUN_LIMIT)
+                                             marker=f", ROUND {r}.{exchange}]", timeout=RUN_LIMIT)
     loopback_seconds = time.perf_counter() - t0
     assert listening and all(addr == HOST for addr, _ in listening), listening
 
     record = json.loads(result_file.read_text())
     assert "error" not in record, record["error"]
-    (got,) = record["rounds"]
-    (want,), in_process_seconds = in_process(settings, {1: {killed: phase}})
-    assert got["contributors"] == [0, 2] == list(want.contributors)
-    assert np.array_equal(np.array(got["total"]), want.total)  # bit for bit
-    assert got["report"]["total_bytes"] == want.report.total_bytes  # the same protocol messages crossed
-    assert got["wire"]["unanswered"][exchange] == [killed]
-    print(f"\nloopback deployment: {loopback_seconds:.1f} s wall (start-up to exit), round {got['seconds']:.1f} s "
-          f"(exchanges {[round(s, 1) for s in got['wire']['exchange_seconds']]}), Flower bytes "
-          f"{got['wire']['total_bytes']} vs protocol bytes {got['report']['total_bytes']}; "
-          f"in-process: {in_process_seconds:.3f} s")
+    assert [s["key_holders"] for s in record["setups"]] == [list(CLIENTS)]  # one setup for both rounds
+    want, in_process_seconds = in_process(settings, {r: {killed: phase}})
+    for got, exp in zip(record["rounds"], want, strict=True):
+        assert got["contributors"] == list(exp.contributors)
+        assert np.array_equal(np.array(got["total"]), exp.total)  # bit for bit
+        assert got["report"]["total_bytes"] == exp.report.total_bytes  # the same protocol messages crossed
+        assert len(got["wire"]["exchange_seconds"]) == 2
+    assert record["rounds"][1]["contributors"] == [0, 2] and record["rounds"][1]["wire"]["unanswered"][exchange] == [1]
+    rounds = [round(x["seconds"], 1) for x in record["rounds"]]
+    print(f"\nloopback deployment: {loopback_seconds:.1f} s wall (start-up to exit), setup "
+          f"{record['setup']['seconds']:.1f} s, rounds {rounds} s (exchanges "
+          f"{[[round(s, 1) for s in x['wire']['exchange_seconds']] for x in record['rounds']]}); in-process: "
+          f"{in_process_seconds:.3f} s")
 
 
 SIMULATE = """

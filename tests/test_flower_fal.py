@@ -7,8 +7,8 @@
   same dropout (``run_experiment(faults=...)``), bit for bit.
 - A node that loads its own data (node config ``data``: an ``.npz``) instead of its part of the simulated split:
   with the same rows the run is the same.
-- Deployment engine: SuperLink + 3 SuperNodes on 127.0.0.1 whose ClientApp tasks run in forks of a warm process
-  (``fork_executor``), F-AL under masking, node 1 SIGKILLed in the last cycle right after it received the
+- Deployment engine: SuperLink + 3 SuperNodes on 127.0.0.1 that poll every 0.2 s when idle (``supernode``) and run
+  their ClientApp tasks in forks of a warm process (``fork_executor``), F-AL under masking, node 1 SIGKILLed in the last cycle right after it received the
   masked-input exchange; same comparison. It runs in the default suite, since CI must run it.
 """
 
@@ -109,7 +109,7 @@ class LocalClients:
         self.seen: dict[str, int] = {}
         self.kind_of: dict[str, str] = {}   # "cycle.round" -> kind of that sum
         self.dropped: dict[tuple[int, int], dict[int, str]] = {}
-        self.phases = make_protocol(config.secure.protocol).CLIENT_PHASES
+        self.phases = make_protocol(config.secure.protocol, **config.secure.options).CLIENT_PHASES
 
     def channel(self, message_type, group, batches):
         action = message_type.split(".", 1)[1]
@@ -174,6 +174,13 @@ MATRIX = {
         {"active.strategy": "fal-global", "active.quota": False, "active.budget": 12}, "plaintext",
         {"owners": (3, 2, 0)}),
     "fairfal ckks, a client left without keys in cycle 0": ({"active.strategy": "fairfal"}, "ckks", {"setup": (1, 2, 0)}),
+    # session-mode masking: keys for 2 sums per setup, so cycles set up again between sums; 2 exchanges per sum
+    "fal-global quota masking session, k-means dropout": (
+        {"active.strategy": "fal-global", "active.budget": 12, "secure.options": {"threshold": 2, "rounds_per_setup": 2}},
+        "masking", {"kmeans": (3, 0, 0)}),
+    "fairfal masking session, FedAvg dropout": (
+        {"active.strategy": "fairfal", "secure.options": {"threshold": 2, "rounds_per_setup": 3}}, "masking",
+        {"fedavg": (2, 2, 0)}),
 }
 
 
@@ -181,7 +188,7 @@ MATRIX = {
 def test_fal_server_and_clients_without_flower_equal_in_process(tmp_path, name):
     overrides, protocol, silent = MATRIX[name]
     options = {"threshold": 2} if protocol == "masking" else {}
-    config = load_config(None, {**TINY, **overrides, "secure.protocol": protocol, "secure.options": options})
+    config = load_config(None, {**TINY, "secure.options": options, **overrides, "secure.protocol": protocol})
     clients = LocalClients(config, silent)
     cycles = FalServer(config, CLIENTS, clients.channel).run()
     assert len(clients.dropped) == len(silent)  # every planned dropout happened
@@ -189,6 +196,12 @@ def test_fal_server_and_clients_without_flower_equal_in_process(tmp_path, name):
     want, labeled, _ = in_process(config, tmp_path, plan)
     check_same(config, cycles, want, plan)
     assert [clients.labeled(k) for k in CLIENTS] == labeled
+    session_rounds = config.secure.options.get("rounds_per_setup")
+    if session_rounds:  # every sum of a cycle took 2 exchanges; a setup ran before sums 1, 1 + R, 1 + 2R, ...
+        for c in cycles:
+            sums = c["rounds"] + c.get("selection", {}).get("sums", [])
+            assert {len(s["exchange_seconds"]) for s in sums} == {2}
+            assert len(c["setups"]) == -(-len(sums) // session_rounds)
     if "setup" in silent:  # the keyless client is in no sum of that cycle, yet selects with the global model
         _, who, _ = silent["setup"]
         assert cycles[0]["setup"]["key_holders"] == [k for k in CLIENTS if k != who]
@@ -255,8 +268,8 @@ def test_fal_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
                         what="F-AL experiments", apps=FAL_APPS)
     nodes = [{"client-id": c, "protocols": "masking"} for c in CLIENTS]
     t0 = time.perf_counter()
-    with LoopbackFederation(tmp_path / "federation", nodes, executor="fork",
-                            preload=["secure_fal.flower.fal_node"]) as fed:
+    with LoopbackFederation(tmp_path / "federation", nodes, executor="fork", preload=["secure_fal.flower.fal_node"],
+                            node_poll_s=0.2) as fed:
         fed.run_app_killing_node(app, run_config, node=killed, marker=f", ROUND {cycle}.{r + 1}.{exchange}]",
                                  timeout=RUN_LIMIT)
     loopback_seconds = time.perf_counter() - t0

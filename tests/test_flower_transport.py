@@ -274,3 +274,20 @@ def test_exchange_deadline_follows_the_answers(monkeypatch, answer_at, answered,
     replies = transport.exchange(grid, messages, transport.Patience(5.0), poll_s=1.0)
     assert {r.metadata.src_node_id for r in replies} == answered
     assert clock[0] == pytest.approx(waited, abs=1.0)
+
+
+def test_supernode_launcher_replaces_only_flowers_fixed_waits(monkeypatch):
+    from secure_fal.flower import supernode
+
+    slept = []
+    monkeypatch.setattr(supernode.time, "sleep", slept.append)
+    clock = supernode.PollClock(0.2)
+    for s in (3, 0.5, 1.0, 0.01):
+        clock.sleep(s)
+    assert slept == [0.2, 0.2, 1.0, 0.01] and clock.monotonic is supernode.time.monotonic
+    assert supernode.PollClock(2.0).poll_s == 2.0
+    from flwr.supernode import start_client_internal as loop
+
+    monkeypatch.setattr(loop, "time", loop.time)   # restored after the test
+    supernode.set_poll(0.2)
+    assert isinstance(loop.time, supernode.PollClock)

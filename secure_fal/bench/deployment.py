@@ -17,7 +17,8 @@ ServerApp: from the first message of the round to its result (after a warm-up / 
 start-up), so the figures compare what one round costs in a running federation. Per variant: the median seconds
 per round, and that median over Flower's plain round's median (``x plain``) and over SecAgg+'s (``x SecAgg+``).
 Executors (``loopback.LoopbackFederation(executor=...)``): ``flower`` (Flower's default: a fresh ClientApp process
-per message) and ``fork`` (``flower.fork_executor``: forks of a warm process).
+per message) and ``fork`` (``flower.fork_executor``: forks of a warm process); ``--node-poll S``: SuperNodes that poll
+every S seconds when idle (``flower.supernode``) instead of Flower's 3 s. Every variant runs on the same nodes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def _run(fed: LoopbackFederation, app: Path, run_config: dict, result_file: Path
 
 
 def measure(executor: str, *, length: int, clients: int, reps: int, rounds: int, masking: Sequence[dict],
-            timeout: float, workdir: Path, log=print) -> list[dict]:  # noqa: ANN001
+            timeout: float, workdir: Path, node_poll_s: float | None = None,
+            log=print) -> list[dict]:  # noqa: ANN001
     """Interleaved runs of every variant in one federation; one dict per (variant, run) with its round seconds."""
     work = workdir / executor
     anchor_app = write_app_dir(work / "anchor-app", AnchorSettings().to_run_config(),
@@ -60,7 +62,7 @@ def measure(executor: str, *, length: int, clients: int, reps: int, rounds: int,
     result_file = work / "result.json"
     nodes = [{"client-id": c, "protocols": "masking"} for c in range(clients)]
     rows = []
-    with LoopbackFederation(work / "federation", nodes, executor=executor,
+    with LoopbackFederation(work / "federation", nodes, executor=executor, node_poll_s=node_poll_s,
                             preload=["secure_fal.flower.secaggplus_anchor", "secure_fal.flower.client_app"]) as fed:
         for rep in range(reps):
             for plain in (True, False):
@@ -120,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--masking", action="append", type=json.loads,
                         help="JSON options of one masking variant (repeatable; default: {})")
     parser.add_argument("--timeout", type=float, default=60.0, help="floor of each exchange's wait, s")
+    parser.add_argument("--node-poll", type=float, default=None,
+                        help="idle poll of the SuperNodes, s (flower.supernode; default: Flower's 3 s)")
     parser.add_argument("--out", help="directory for results.json and the logs (default: a temporary one)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-deployment-"))
@@ -128,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for executor in args.executor or ["flower"]:
         rows += measure(executor, length=args.length, clients=args.clients, reps=args.reps, rounds=args.rounds,
-                        masking=args.masking or [{}], timeout=args.timeout, workdir=out)
+                        masking=args.masking or [{}], timeout=args.timeout, workdir=out,
+                        node_poll_s=args.node_poll)
     summary = summarize(rows)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows, "summary": summary,
                                                   "seconds": time.perf_counter() - t0}, indent=1))

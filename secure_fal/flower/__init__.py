@@ -15,6 +15,8 @@ Modules (all but ``synthetic`` and ``app_bundle`` import flwr):
     fal_node.py           ``FalClient`` (torch): the client's data, inputs to secure sums, selections
     node_data.py          a client's data on its node: simulated split rows (cached) or its own .npz / images
     fork_executor.py      warm SuperExec: ClientApp tasks run in forks of a preloaded process
+    supernode.py          flower-supernode with a settable idle poll (Flower: a fixed 3 s)
+    fal_candidates.py     FAL-Global's kept candidates: k-means and ownership inputs in numpy (no torch)
     run_config.py         settings dataclasses <-> Flower run config
     synthetic.py          deterministic synthetic inputs (seed, client, round) of this phase
     app_bundle.py         the Flower App directory that ``flwr run`` bundles

@@ -61,9 +61,8 @@ from ..strategies.fal_global import stage2_kmeans
 from .fal_client import SELECT_RECORD, SELECT_TYPE
 from .server_app import discover_clients, write_json
 from .run_config import settings_kwargs, to_run_config
-from .session_keys import SETUP_TYPE, ServerSetup
-from .transport import (ROUND_TYPE, Channel, FlowerRound, Patience, ServerRound, WireCosts, drive, grid_channel,
-                        needs_session_keys)
+from .session_keys import SETUP_TYPE, ServerSetup, setup_group
+from .transport import ROUND_TYPE, Channel, FlowerRound, Patience, ServerRound, WireCosts, drive, grid_channel
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +115,9 @@ class CycleSession:
     Args:
         server: the FalServer (channel, protocol name and options, fixed-point bits).
         cycle: the cycle index; the session id is that of the cycle's in-process ``Aggregator``.
-        members: the clients reachable at the start; with CKKS they receive the session's keys first, and
-            only the key holders take part in the sums.
+        members: the clients reachable at the start. A protocol with session keys sets them up in band among the
+            reachable clients before the first sum (CKKS: once; session-mode masking: again every R sums, as the
+            in-process ``Aggregator`` does), and only the key holders take part in the sums.
     """
 
     def __init__(self, server: FalServer, cycle: int, members: tuple[int, ...]) -> None:
@@ -125,23 +125,29 @@ class CycleSession:
         self.session = random.Random(derive_seed(server.config.seed, "secagg", cycle)).getrandbits(64)
         self.round_id = 0
         self.records: list[dict] = []
-        secure = server.config.secure
-        self.protocol = make_protocol(secure.protocol, **secure.options)
-        self.holders: set[int] | None = None
-        self.setup: dict | None = None
-        if needs_session_keys(self.protocol):
-            setup = ServerSetup(secure.protocol, secure.options, self.session, members)
-            t0 = time.perf_counter()
-            drive(server.channel, setup, message_type=SETUP_TYPE, group=f"{cycle}.setup")
-            outcome = setup.outcome(time.perf_counter() - t0)
-            self.protocol, self.holders = outcome.protocol, set(outcome.key_holders)
-            self.setup = outcome.to_dict()
+        self.protocol = make_protocol(server.config.secure.protocol, **server.config.secure.options)
+        self.setups: list[dict] = []
+        if self.protocol.setup_due(1):
+            self._set_up(1, members)
+
+    @property
+    def setup(self) -> dict | None:
+        """The cycle's first key setup (``SetupOutcome.to_dict``), None without session keys."""
+        return self.setups[0] if self.setups else None
+
+    def _set_up(self, first_round: int, members: tuple[int, ...]) -> None:
+        secure = self.server.config.secure
+        setup = ServerSetup(secure.protocol, secure.options, self.session, members, first_round)
+        t0 = time.perf_counter()
+        drive(self.server.channel, setup, message_type=SETUP_TYPE, group=f"{self.cycle}.{setup_group(first_round)}")
+        outcome = setup.outcome(time.perf_counter() - t0)
+        self.protocol = outcome.protocol
+        self.setups.append(outcome.to_dict())
 
     def members(self, among: tuple[int, ...] | None = None) -> tuple[int, ...]:
         """The reachable clients (of ``among``, default all) that may take part in a sum."""
         up = self.server.online()
-        out = tuple(k for k in (among or self.server.clients)
-                    if k in up and (self.holders is None or k in self.holders))
+        out = self.protocol.round_clients(tuple(k for k in (among or self.server.clients) if k in up))
         if not out:
             raise DropoutError("no client is reachable", round_id=self.round_id + 1, field=f"cycle {self.cycle}")
         return out
@@ -150,7 +156,10 @@ class CycleSession:
             members: tuple[int, ...] | None = None) -> FlowerRound:
         """One secure sum of ``kind`` ('fedavg' | 'gamma' | 'kmeans' | 'owners') over ``members`` (default all
         reachable clients); ``workload`` goes to the clients' input source. Appends a record to ``records``."""
-        members = members or self.members()
+        if self.protocol.setup_due(self.round_id + 1):
+            up = self.server.online()
+            self._set_up(self.round_id + 1, tuple(k for k in self.server.clients if k in up))
+        members = self.members(members)
         self.round_id += 1
         spec = RoundSpec(self.session, self.round_id, members, length,
                          FixedPoint(bound, self.server.config.secure.frac_bits, len(members)))
@@ -300,8 +309,8 @@ class FalServer:
                 global_vec = layout.get(model)
             accuracy = self.trainer.accuracy(model, self.x_test, self.y_test)
             record: dict = {"cycle": c, "accuracy": accuracy, "rounds": list(session.records)}
-            if session.setup is not None:
-                record["setup"] = session.setup
+            if session.setups:
+                record["setup"], record["setups"] = session.setup, session.setups
             if c < self.config.active.cycles - 1:
                 record["selection"] = self.select(session, global_vec.astype(np.float64).tobytes())
             record["seconds"] = time.perf_counter() - t0

@@ -99,12 +99,14 @@ class LoopbackFederation:
             ``flwr-clientapp`` process per message) or "fork" (``fork_executor``: a fork of a warm process that has
             imported ``preload``; the SuperNode runs with ``--isolation process``).
         preload: modules the "fork" executor imports before forking (e.g. ``secure_fal.flower.fal_node``).
+        node_poll_s: seconds between an idle SuperNode's polls of the SuperLink; None: Flower's own 3 s
+            (``flower-supernode``), else ``secure_fal.flower.supernode --poll``.
     """
 
     def __init__(self, workdir: str | Path, node_configs: Sequence[Mapping[str, ConfigValue]], *,
                  startup_timeout: float = 60.0, task_poll_s: float = 0.1,
                  env: Mapping[str, str] | None = None, executor: str = "flower",
-                 preload: Sequence[str] = ()) -> None:
+                 preload: Sequence[str] = (), node_poll_s: float | None = None) -> None:
         if executor not in ("flower", "fork"):
             raise ValueError(f"executor must be 'flower' or 'fork', got {executor!r}")
         self.workdir = Path(workdir)
@@ -112,6 +114,7 @@ class LoopbackFederation:
         self.startup_timeout = startup_timeout
         self.executor = executor
         self.preload = tuple(preload)
+        self.node_poll_s = node_poll_s
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.nodes: list[subprocess.Popen | None] = []
@@ -162,8 +165,10 @@ class LoopbackFederation:
             node_config = " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
             runtime_port = free_port()
             isolation = ["--isolation", "process"] if self.executor == "fork" else []
+            launcher = [_bin("flower-supernode")] if self.node_poll_s is None else [
+                sys.executable, "-m", "secure_fal.flower.supernode", "--poll", str(self.node_poll_s)]
             node = self._spawn(f"supernode-{i}", [
-                _bin("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}", *isolation,
+                *launcher, "--insecure", "--superlink", f"{HOST}:{self.port}", *isolation,
                 "--host", HOST, "--port", str(runtime_port), "--node-config", node_config])
             self.nodes.append(node)
             if self.executor == "fork":

@@ -30,7 +30,7 @@ from ..secagg.errors import DropoutError, MessageError, SecAggError
 from ..secagg.machine import RoundSpec
 from .run_config import settings_kwargs, to_run_config
 from .session_keys import SetupOutcome, run_setup
-from .transport import (HELLO_TYPE, RECORD, FlowerRound, Patience, client_id_from_hello, exchange, needs_session_keys,
+from .transport import (HELLO_TYPE, RECORD, FlowerRound, Patience, client_id_from_hello, exchange,
                         run_round)
 
 log = logging.getLogger(__name__)
@@ -121,28 +121,32 @@ def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: 
 
 def run_session(grid: Grid, settings: SessionSettings, on_round: Callable[[FlowerRound], None] | None = None,
                 on_setup: Callable[[SetupOutcome], None] | None = None) -> list[FlowerRound]:
-    """Discover the clients, distribute the session keys if the protocol has any (CKKS: ``run_setup``, then
-    ``on_setup``), then run ``settings.rounds`` secure sums among the connected ones.
+    """Discover the clients, then run ``settings.rounds`` secure sums among the connected ones; before a round
+    that the protocol's keys do not cover (``setup_due``: CKKS before the first round, session-mode masking every
+    R rounds) the keys are set up in band among the connected clients (``run_setup``, then ``on_setup``).
 
-    Each round's clients are the discovered clients (for CKKS: the key holders) whose node the SuperLink
-    still lists; round r has round id r and the session id of ``Aggregator(..., seed=settings.seed)``.
+    Each round's clients are the discovered clients whose node the SuperLink still lists (and that hold the
+    session's keys: ``protocol.round_clients``); round r has round id r and the session id of
+    ``Aggregator(..., seed=settings.seed)``.
     """
     protocol = make_protocol(settings.protocol, **settings.options)
     patience = Patience(settings.timeout)
     nodes = discover_clients(grid, min_nodes=settings.min_nodes, wait_nodes=settings.wait_nodes, timeout=patience)
     log.info("clients %s on nodes %s", sorted(nodes), [nodes[c] for c in sorted(nodes)])
     session = random.Random(settings.seed).getrandbits(64)  # as Aggregator(seed=...) draws it
-    holders = set(nodes)
-    if needs_session_keys(protocol):
-        setup = run_setup(grid, settings.protocol, settings.options, session, nodes, timeout=patience)
-        log.info("keys dealt by client %d to %s in %.2f s", setup.dealer, list(setup.key_holders), setup.seconds)
-        protocol, holders = setup.protocol, set(setup.key_holders)
-        if on_setup is not None:
-            on_setup(setup)
     rounds = []
     for round_id in range(1, settings.rounds + 1):
         online = set(grid.get_node_ids())
-        members = tuple(sorted(c for c, node in nodes.items() if node in online and c in holders))
+        up = tuple(sorted(c for c, node in nodes.items() if node in online))
+        if protocol.setup_due(round_id):
+            setup = run_setup(grid, settings.protocol, settings.options, session, nodes, timeout=patience,
+                              members=up, first_round=round_id)
+            log.info("session keys for rounds from %d: holders %s, %.2f s", round_id, list(setup.key_holders),
+                     setup.seconds)
+            protocol = setup.protocol
+            if on_setup is not None:
+                on_setup(setup)
+        members = protocol.round_clients(up)
         if not members:
             raise DropoutError("no client is connected", round_id=round_id)
         spec = RoundSpec(session, round_id, members, settings.length,
@@ -174,7 +178,8 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
 def make_server_app(settings: SessionSettings | None = None, record: dict | None = None) -> ServerApp:
     """A ServerApp running ``run_session``; settings from the run config unless given here.
 
-    The session's record {"settings", "setup" (CKKS only: ``SetupOutcome.to_dict``), "rounds": [round_to_dict,
+    The session's record {"settings", "setup" (protocols with session keys: the first ``SetupOutcome.to_dict``;
+    "setups": all of them), "rounds": [round_to_dict,
     ...]}, plus "error" if the session fails (the error is then re-raised), is kept in ``record`` (when given:
     filled in place, for callers in the same process, e.g. the simulation engine) and written to
     ``result_file`` (when set) after the key distribution and after every round.
@@ -193,7 +198,8 @@ def make_server_app(settings: SessionSettings | None = None, record: dict | None
                 write_json(s.result_file, out)
 
         def on_setup(setup: SetupOutcome) -> None:
-            out["setup"] = setup.to_dict()
+            out.setdefault("setup", setup.to_dict())
+            out.setdefault("setups", []).append(setup.to_dict())
             if s.result_file:
                 write_json(s.result_file, out)
 

@@ -60,16 +60,20 @@ class SetupOpening:
             parameters and the dealer (option ``dealer``, else the smallest member).
         session: the 64-bit id of the aggregation session the keys are for.
         members: the clients asked to take the keys, sorted and distinct.
+        first_round: the first round id the keys are for (session-mode masking: a setup covers rounds
+            first_round .. first_round + R - 1, and the next one starts where it ends; CKKS keys cover the session).
     """
 
     protocol: str
     options: Mapping[str, object]
     session: int
     members: tuple[int, ...]
+    first_round: int = 1
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord({"protocol": self.protocol, "options": json.dumps(dict(self.options), sort_keys=True),
-                             "session": session_key_name(self.session), "members": list(self.members)})
+                             "session": session_key_name(self.session), "members": list(self.members),
+                             "first-round": self.first_round})
 
     @classmethod
     def from_record(cls, record: ConfigRecord, *, client: int) -> SetupOpening:
@@ -81,7 +85,10 @@ class SetupOpening:
             members = tuple(int(m) for m in record["members"])
             if list(members) != sorted(set(members)):
                 raise ValueError(f"members must be sorted and distinct, got {members}")
-            return cls(str(record["protocol"]), options, int(record["session"], 16), members)
+            first_round = int(record.get("first-round", 1))
+            if first_round < 1:
+                raise ValueError(f"first-round must be >= 1, got {first_round}")
+            return cls(str(record["protocol"]), options, int(record["session"], 16), members, first_round)
         except (KeyError, TypeError, ValueError) as exc:
             raise MessageError(f"bad key-setup opening: {exc!r}", client=client, round_id=SETUP_ROUND,
                                field=SETUP_RECORD) from None
@@ -125,6 +132,7 @@ class ServerSetup(ServerExchanges):
         options: its constructor options (sent to every member; they fix the parameters and the dealer).
         session: the session id the keys are for (the rounds' ``RoundSpec.session``).
         members: the clients to give the keys to.
+        first_round: the first round id the keys are for (``SetupOpening.first_round``).
 
     Raises:
         ValueError: a protocol without session keys, or options that allow no in-band distribution (e.g. a
@@ -132,14 +140,14 @@ class ServerSetup(ServerExchanges):
     """
 
     def __init__(self, protocol_name: str, options: Mapping[str, object], session: int,
-                 members: Sequence[int]) -> None:
+                 members: Sequence[int], first_round: int = 1) -> None:
         protocol = make_protocol(protocol_name, **options)
         if not needs_session_keys(protocol):
             raise ValueError(f"protocol {protocol_name!r} has no session keys to distribute")
         self.protocol = protocol
-        machine = protocol.setup_server(session, members)
+        machine = protocol.setup_server(session, members, first_round)
         self.key_setup = machine.spec
-        opening = SetupOpening(protocol_name, options, session, self.key_setup.members).to_record()
+        opening = SetupOpening(protocol_name, options, session, self.key_setup.members, first_round).to_record()
         super().__init__(machine, Report(f"{protocol_name}-keys", SETUP_ROUND, 0, self.key_setup.members),
                          {SETUP_RECORD: opening}, SETUP_ROUND, len(protocol.SETUP_PHASES) + 4)
 
@@ -157,7 +165,7 @@ class ServerSetup(ServerExchanges):
 
 def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], session: int,
               nodes: Mapping[int, int], *, timeout: float | Patience, members: Sequence[int] | None = None,
-              poll_s: float = 0.1) -> SetupOutcome:
+              first_round: int = 1, poll_s: float = 0.1) -> SetupOutcome:
     """Distribute the session's keys: the server machine here, member ``c``'s machine on node ``nodes[c]``.
 
     Args:
@@ -167,6 +175,8 @@ def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], ses
         nodes: client id -> Flower node id.
         timeout: how long each exchange waits for answers (``transport.Patience``, or its floor in seconds).
         members: the clients to give the keys to (default: every client in ``nodes``).
+        first_round: the first round id the keys are for (exchanges go out as group ``setup-<first_round>.<i>``
+            after the first setup, ``setup.<i>`` for it).
         poll_s: seconds between polls of the SuperLink for replies.
 
     Returns:
@@ -178,10 +188,15 @@ def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], ses
     if missing:
         raise ValueError(f"members {missing} of the key distribution have no Flower node")
     t0 = time.perf_counter()
-    state = ServerSetup(protocol_name, options, session, members)
+    state = ServerSetup(protocol_name, options, session, members, first_round)
     channel = grid_channel(grid, nodes, timeout=timeout, wire=state.wire, reject=state.reject, poll_s=poll_s)
-    drive(channel, state, message_type=SETUP_TYPE, group="setup")
+    drive(channel, state, message_type=SETUP_TYPE, group=setup_group(first_round))
     return state.outcome(time.perf_counter() - t0)
+
+
+def setup_group(first_round: int) -> str:
+    """Group id prefix of a setup's exchanges: ``setup`` for a session's first, ``setup-<first round>`` after."""
+    return "setup" if first_round == 1 else f"setup-{first_round}"
 
 
 def _thaw(data: object, cid: int) -> object:
@@ -218,7 +233,7 @@ def client_setup_step(content: RecordDict, state: RecordDict, cid: int, policy: 
             protocol = make_protocol(opening.protocol, **opening.options)
             if not needs_session_keys(protocol):
                 raise ValueError(f"protocol {opening.protocol!r} has no session keys")
-            machine = protocol.setup_client(cid, opening.session, opening.members)
+            machine = protocol.setup_client(cid, opening.session, opening.members, opening.first_round)
         except (TypeError, ValueError) as exc:
             raise MessageError(f"cannot take part in this key distribution: {exc}", client=cid, round_id=SETUP_ROUND,
                                field=SETUP_RECORD) from None

@@ -351,6 +351,10 @@ class CKKSProtocol(SecureSumProtocol):
         """True while no keys are installed on this (server's) object."""
         return not self.key_holders
 
+    def round_clients(self, members: tuple[int, ...]) -> tuple[int, ...]:
+        """The ``members`` that hold the session's key (all of them before any key is installed)."""
+        return tuple(c for c in members if c in self.key_holders) if self.key_holders else members
+
     def setup_server(self, session: int, members: Sequence[int], first_round: int = 1) -> KeyServer:
         """The server's machine of the in-band key distribution (``ckks_keys``; ``first_round`` is not used:
         the keys serve the whole session); once ``done``, pass it to ``install_setup``."""

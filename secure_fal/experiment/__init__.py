@@ -1,9 +1,19 @@
-"""Experiments: a TOML config -> the active-learning loop -> results.json, learning_curve.png, checkpoints."""
+"""Experiments: a TOML config -> the active-learning loop -> results.json, learning_curve.png, checkpoints.
 
-from .config import ConfigError, ExperimentConfig, load_config, parse_override
-from .plot import plot_learning_curve
-from .runner import ResumeError, run_experiment
-from .summary import results_table
+The names below are imported on first use (PEP 562): a Flower node that only needs the config (``config``) does
+not import the runner, nor matplotlib through the plots.
+"""
 
-__all__ = ["ConfigError", "ExperimentConfig", "load_config", "parse_override", "plot_learning_curve",
-           "ResumeError", "run_experiment", "results_table"]
+import importlib
+
+_NAMES = {"ConfigError": "config", "ExperimentConfig": "config", "load_config": "config",
+          "parse_override": "config", "plot_learning_curve": "plot", "ResumeError": "runner",
+          "run_experiment": "runner", "results_table": "summary"}
+
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)

@@ -173,17 +173,18 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(strategy, tmp_path):
     config = tiny(active__strategy=strategy, active__cycles=3, secure__protocol="plaintext")
     full = run_experiment(config, tmp_path / "full", quiet=True)
 
-    def crash_after_first(cycle):
-        if cycle == 0:
+    def crash_after_first(record):
+        if record["cycle"] == 0:
             raise Crash
 
     with pytest.raises(Crash):
-        run_experiment(config, tmp_path / "crashed", quiet=True, after_cycle=crash_after_first)
+        run_experiment(config, tmp_path / "crashed", quiet=True, on_cycle=crash_after_first)
     assert not (tmp_path / "crashed" / RESULTS_FILE).exists()
     with open(tmp_path / "crashed" / CHECKPOINT_FILE) as f:
         assert json.load(f)["cycles_done"] == 1
     finished = []
-    resumed = run_experiment(config, tmp_path / "crashed", resume=True, quiet=True, after_cycle=finished.append)
+    resumed = run_experiment(config, tmp_path / "crashed", resume=True, quiet=True,
+                             on_cycle=lambda record: finished.append(record["cycle"]))
     assert finished == [1, 2]                       # cycle 0 was not redone
     assert _without_timing(resumed["cycles"]) == _without_timing(full["cycles"])
     assert resumed["strategy_state"] == full["strategy_state"]
@@ -208,7 +209,7 @@ def test_fresh_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tmp_path):
 def test_resume_of_a_finished_run_redoes_nothing(tmp_path):
     first = run_experiment(tiny(), tmp_path, quiet=True)
     called = []
-    again = run_experiment(tiny(), tmp_path, resume=True, quiet=True, after_cycle=called.append)
+    again = run_experiment(tiny(), tmp_path, resume=True, quiet=True, on_cycle=called.append)
     assert called == [] and again["cycles"] == json.loads(json.dumps(first["cycles"]))
 
 

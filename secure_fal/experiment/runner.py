@@ -65,7 +65,6 @@ class RunState:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-                   after_cycle: Callable[[int], None] | None = None,
                    faults: Callable[[int, int], Faults | None] | None = None,
                    on_cycle: Callable[[dict], None] | None = None, plaintext_reference: bool = False) -> dict:
     """Run (or resume) the experiment, writing results.json, learning_curve.png and checkpoint.json.
@@ -75,7 +74,6 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         out_dir: output directory (created if missing).
         resume: continue from ``out_dir/checkpoint.json``; its config must equal ``config``.
         quiet: no progress bars (they are also off when stderr is not a terminal).
-        after_cycle: called with the cycle index after each cycle's checkpoint is written.
         faults: (cycle, round id of the cycle's secure-aggregation session, 1-based) -> the fault plan of that
             secure sum, or None (tests: dropouts anywhere in FedAvg, k-means, ownership or gamma rounds).
         on_cycle: called with each finished cycle's record (the dict described below), after its checkpoint.
@@ -129,8 +127,6 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         cycles.set_postfix(acc=f"{record['accuracy']:.4f}", labeled=record["labeled"])
         if on_cycle is not None:
             on_cycle(record)
-        if after_cycle is not None:
-            after_cycle(c)
     cycles.close()
 
     state.wall_seconds = prior_seconds + time.perf_counter() - started

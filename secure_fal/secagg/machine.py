@@ -119,6 +119,16 @@ class ServerMachine(_Party):
                               round_id=header.round_id)
         return header, msg
 
+    def accept_after(self, data: bytes, kind: type[Message], seen: dict[int, object], previous: dict[int, object],
+                     previous_phase: str) -> tuple[int, Message]:
+        """``accept_from_client`` of one ``kind``, plus: the sender completed ``previous_phase`` (it is a key of
+        ``previous``), else OutOfOrderError naming it. Returns (sender, message)."""
+        header, msg = self.accept_from_client(data, (kind,), seen)
+        if header.sender not in previous:
+            raise OutOfOrderError(f"{kind.__name__} from a client that did not complete phase {previous_phase!r}",
+                                  client=header.sender, round_id=header.round_id)
+        return header.sender, msg
+
 
 class ClientMachine(_Party):
     """Client side of one aggregation round; holds the client's private input.

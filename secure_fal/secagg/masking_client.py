@@ -10,7 +10,7 @@ from . import masking_keys as keys
 from . import shamir
 from .errors import DecryptionError, DropoutError, MessageError
 from .machine import ClientMachine, RoundSpec
-from .masking_graph import Neighbourhoods
+from .masking_graph import Neighbourhoods, check_peer_keys, check_relayed_shares
 from .masking_keys import MASK, SHARE
 from .masking_messages import (KINDS, PEER_KEYS_BYTES, PROTOCOL_ID, Advertise, AdvertiseRequest, MaskedInput,
                                PeerKeys, RelayedShares, Shares, Unmask, UnmaskRequest)
@@ -55,13 +55,7 @@ class MaskingClient(ClientMachine):
 
     def _on_peer_keys(self, msg: PeerKeys) -> list[bytes]:
         me, t, spec = self.me, self.graph.threshold, self.spec
-        outsiders = sorted(set(msg.keys) - set(self.graph.of(me)))
-        if outsiders:
-            raise self._fail(MessageError, f"keys of {outsiders}, who are not neighbours of client {me}",
-                             outsiders[0], "keys")
-        if len(msg.keys) + 1 < t:
-            raise self._fail(DropoutError, f"only {len(msg.keys)} neighbours advertised keys, {t - 1} needed",
-                             me, "keys")
+        check_peer_keys(msg.keys, self.graph.of(me), me, t, spec.round_id)
         share_keys, mask_seeds = {}, {}
         for v, both in msg.keys.items():
             if len(both) != PEER_KEYS_BYTES:
@@ -87,13 +81,7 @@ class MaskingClient(ClientMachine):
 
     def _on_relayed_shares(self, msg: RelayedShares) -> list[bytes]:
         me, t, spec = self.me, self.graph.threshold, self.spec
-        strangers = sorted(set(msg.ciphertexts) - set(self._share_keys))
-        if strangers:
-            raise self._fail(MessageError, f"shares from {strangers}, to whom client {me} gave no keys", strangers[0],
-                             "ciphertexts")
-        if len(msg.ciphertexts) + 1 < t:
-            raise self._fail(DropoutError, f"only {len(msg.ciphertexts)} neighbours shared, {t - 1} needed", me,
-                             "ciphertexts")
+        check_relayed_shares(msg.ciphertexts, self._share_keys, me, t, spec.round_id)
         held = {}
         for v, ct in msg.ciphertexts.items():
             try:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 
-from .errors import DropoutError, InputError
+from .errors import DropoutError, InputError, MessageError
 from .machine import RoundSpec
 from .prg import permutation
 
@@ -175,3 +175,30 @@ def _adjacency(session: int, round_id: int, clients: tuple[int, ...], degree: in
             adjacency[c].add(other)
             adjacency[other].add(c)
     return MappingProxyType({c: tuple(sorted(vs)) for c, vs in adjacency.items()})
+
+
+def _check_peers(ids: Collection[int], allowed: Collection[int], me: int, threshold: int, round_id: int,
+                 field: str, outside: str, too_few: str) -> None:
+    others = sorted(set(ids) - set(allowed))
+    if others:
+        raise MessageError(outside.format(ids=others, me=me), client=others[0], round_id=round_id, field=field)
+    if len(ids) + 1 < threshold:
+        raise DropoutError(f"only {len(ids)} neighbours {too_few}, {threshold - 1} needed", client=me,
+                           round_id=round_id, field=field)
+
+
+def check_peer_keys(ids: Collection[int], neighbours: Collection[int], me: int, threshold: int, round_id: int) -> None:
+    """Client ``me``'s check of the peers whose public keys the server relays (classic round or setup): only its
+    ``neighbours`` (MessageError naming the first other one, field 'keys'), and at least t - 1 of them, so that
+    its secrets get t holders (DropoutError, field 'keys')."""
+    _check_peers(ids, neighbours, me, threshold, round_id, "keys", "keys of {ids}, who are not neighbours of "
+                 "client {me}", "advertised keys")
+
+
+def check_relayed_shares(ids: Collection[int], keyed: Collection[int], me: int, threshold: int,
+                         round_id: int) -> None:
+    """Client ``me``'s check of the senders of relayed shares (classic round or setup): only peers it derived a
+    share key with (MessageError naming the first other one, field 'ciphertexts'), and at least t - 1 of them
+    (DropoutError, field 'ciphertexts')."""
+    _check_peers(ids, keyed, me, threshold, round_id, "ciphertexts", "shares from {ids}, to whom client {me} gave "
+                 "no keys", "shared")

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import masking_keys as keys
 from . import shamir
-from .errors import DropoutError, MessageError, OutOfOrderError
+from .errors import DropoutError, MessageError
 from .machine import RoundSpec, ServerMachine
 from .masking_graph import Neighbourhoods, check_holders
 from .masking_keys import MASK
@@ -73,13 +73,6 @@ class MaskingServer(ServerMachine):
 
     # -- receiving, one method per phase: validate everything, then store -----------------------------
 
-    def _from(self, data: bytes, kind: type, seen: dict, previous: dict, previous_phase: str) -> tuple:
-        header, msg = self.accept_from_client(data, (kind,), seen)
-        if header.sender not in previous:
-            raise OutOfOrderError(f"{kind.__name__} from a client that did not complete phase {previous_phase!r}",
-                                  client=header.sender, round_id=header.round_id)
-        return header.sender, msg
-
     def _on_advertise(self, data: bytes) -> list[bytes]:
         header, msg = self.accept_from_client(data, (Advertise,), self.public_keys)
         for name in ("c_pk", "s_pk"):
@@ -90,7 +83,7 @@ class MaskingServer(ServerMachine):
         return self._close_advertise() if len(self.public_keys) == len(self.spec.clients) else []
 
     def _on_shares(self, data: bytes) -> list[bytes]:
-        u, msg = self._from(data, Shares, self.sealed, self.public_keys, "advertise")
+        u, msg = self.accept_after(data, Shares, self.sealed, self.public_keys, "advertise")
         expected = set(self.graph.of(u)) & self.public_keys.keys()
         if set(msg.ciphertexts) != expected:
             raise MessageError(f"ciphertexts for {sorted(msg.ciphertexts)}, expected one for each neighbour that "
@@ -105,7 +98,7 @@ class MaskingServer(ServerMachine):
         return self._close_share() if len(self.sealed) == len(self.public_keys) else []
 
     def _on_masked_input(self, data: bytes) -> list[bytes]:
-        u, msg = self._from(data, MaskedInput, self.masked, self.sealed, "share")
+        u, msg = self.accept_after(data, MaskedInput, self.masked, self.sealed, "share")
         try:
             values = self.spec.encoding.unpack(msg.values, self.spec.length)
         except ValueError as exc:
@@ -115,7 +108,7 @@ class MaskingServer(ServerMachine):
         return self._close_masked_input() if len(self.masked) == len(self.sealed) else []
 
     def _on_unmask(self, data: bytes) -> list[bytes]:
-        u, msg = self._from(data, Unmask, self.revealed, self.masked, "masked_input")
+        u, msg = self.accept_after(data, Unmask, self.revealed, self.masked, "masked_input")
         survivors, dropped = self.requests[u]
         parsed = []
         for name, got, asked in (("b_shares", msg.b_shares, survivors), ("s_shares", msg.s_shares, dropped)):

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 from . import masking_keys as keys
 from . import shamir
-from .errors import DecryptionError, DropoutError, InputError, MessageError, OutOfOrderError, ReplayError
+from .errors import DecryptionError, InputError, MessageError, ReplayError
 from .machine import RoundSpec, ServerMachine, _Party
-from .masking_graph import Neighbourhoods, check_holders
+from .masking_graph import Neighbourhoods, check_holders, check_peer_keys, check_relayed_shares
 from .masking_keys import KEY_BYTES, MASK, TAG_BYTES
 from .messages import SERVER, Header, Message, decode, encode
 from .prg import SEED_BYTES
@@ -396,11 +396,7 @@ class SetupServer(ServerMachine):
         return self._close_advertise() if len(self.public_keys) == len(self.spec.members) else []
 
     def _on_shares(self, data: bytes) -> list[bytes]:
-        header, msg = self.accept_from_client(data, (SetupShares,), self.sealed)
-        u = header.sender
-        if u not in self.public_keys:
-            raise OutOfOrderError("SetupShares from a member that did not complete phase 'advertise'", client=u,
-                                  round_id=self.spec.round_id)
+        u, msg = self.accept_after(data, SetupShares, self.sealed, self.public_keys, "advertise")
         expected = set(self.graph.of(u)) & self.public_keys.keys()
         if set(msg.ciphertexts) != expected:
             raise self._fail(f"ciphertexts for {sorted(msg.ciphertexts)}, expected one for each neighbour that "
@@ -413,11 +409,8 @@ class SetupServer(ServerMachine):
         return self._close_share() if len(self.sealed) == len(self.public_keys) else []
 
     def _on_ack(self, data: bytes) -> list[bytes]:
-        header, _ = self.accept_from_client(data, (SetupAck,), self.acked)
-        if header.sender not in self.sealed:
-            raise OutOfOrderError("SetupAck from a member that did not complete phase 'share'", client=header.sender,
-                                  round_id=self.spec.round_id)
-        self.acked[header.sender] = None
+        u, _ = self.accept_after(data, SetupAck, self.acked, self.sealed, "share")
+        self.acked[u] = None
         if len(self.acked) == len(self.sealed):
             self._finish()
         return []
@@ -509,13 +502,7 @@ class SetupClient(_Party):
 
     def _on_peer_keys(self, msg: SetupPeerKeys) -> list[bytes]:
         me, spec, t, rounds = self.me, self.spec, self.spec.graph.threshold, self.spec.rounds
-        outsiders = sorted(set(msg.keys) - set(spec.graph.of(me)))
-        if outsiders:
-            raise self._fail(MessageError, f"keys of {outsiders}, who are not neighbours of client {me}",
-                             outsiders[0], "keys")
-        if len(msg.keys) + 1 < t:
-            raise self._fail(DropoutError, f"only {len(msg.keys)} neighbours advertised keys, {t - 1} needed", me,
-                             "keys")
+        check_peer_keys(msg.keys, spec.graph.of(me), me, t, spec.round_id)
         size = KEY_BYTES * (rounds + 1)
         c_sk = keys.private_from_bytes(self._c_sk)
         s_sks = [keys.private_from_bytes(raw) for raw in self._s_sks]
@@ -545,13 +532,7 @@ class SetupClient(_Party):
 
     def _on_relayed_shares(self, msg: SetupRelayedShares) -> list[bytes]:
         me, spec, t, rounds = self.me, self.spec, self.spec.graph.threshold, self.spec.rounds
-        strangers = sorted(set(msg.ciphertexts) - set(self._share_keys))
-        if strangers:
-            raise self._fail(MessageError, f"shares from {strangers}, to whom client {me} gave no keys", strangers[0],
-                             "ciphertexts")
-        if len(msg.ciphertexts) + 1 < t:
-            raise self._fail(DropoutError, f"only {len(msg.ciphertexts)} neighbours shared, {t - 1} needed", me,
-                             "ciphertexts")
+        check_relayed_shares(msg.ciphertexts, self._share_keys, me, t, spec.round_id)
         held: dict[int, list[tuple[int, int]]] = {}
         for v, ct in sorted(msg.ciphertexts.items()):
             try:

@@ -247,7 +247,8 @@ def add_flower_app(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the App directory to write")
     p.add_argument("--min-nodes", type=int, help="SuperNodes that must connect before the run starts "
                                                   "(default: the config's number of clients)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds the server waits per exchange (default 30)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="floor (s) of the server's wait per exchange; it waits longer for slow nodes (default 30)")
     p.add_argument("--wait-nodes", type=float, default=120.0, help="seconds to wait for the nodes (default 120)")
     p.add_argument("--result-file", default="", help="JSON record the ServerApp writes after every cycle")
     add_config_overrides(p)

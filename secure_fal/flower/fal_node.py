@@ -36,7 +36,7 @@ from ..strategies.fal_global import Candidates
 from .fal_candidates import (CANDIDATES_RECORD, array_field, centres_field, int_field, keep_candidates,
                              kept_candidates, ownership_keys_of)
 from .fal_client import LABELED_RECORD, SELECT_RECORD
-from .node_data import ClientData, DataSource, client_data
+from .node_data import DataSource, client_data
 
 
 @functools.lru_cache(maxsize=16)

@@ -170,7 +170,7 @@ def _check(data: ClientData, dataset: str, cid: int, where: str) -> ClientData:
     return data
 
 
-def _image_folder(root: Path, source: DataSource, cid: int) -> tuple[np.ndarray, np.ndarray]:
+def _image_folder(root: Path, cid: int) -> tuple[np.ndarray, np.ndarray]:
     """(pixels float64 (n, C, H, W) in [0, 1], labels int64 (n,)) of ``root/<class id>/*``."""
     from PIL import Image
 
@@ -199,7 +199,7 @@ def own_client_data(source: DataSource, dataset: str, cid: int) -> ClientData:
 
     path = Path(source.path).expanduser()
     if path.is_dir():
-        x, y = _image_folder(path, source, cid)
+        x, y = _image_folder(path, cid)
         mean = np.asarray(source.mean or x.mean(axis=(0, 2, 3)))
         std = np.asarray(source.std or x.std(axis=(0, 2, 3)))
         if mean.shape != (x.shape[1],) or std.shape != (x.shape[1],) or not np.all(std > 0):

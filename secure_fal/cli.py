@@ -262,7 +262,7 @@ def run_flower_app(args: argparse.Namespace) -> int:
 
     try:
         from .flower.app_bundle import FAL_APPS, toml_table, write_app_dir
-        from .flower.fal_server import FLOWER_STRATEGIES, FalSettings, fal_run_config
+        from .flower.fal.server_app import FLOWER_STRATEGIES, FalSettings, fal_run_config
     except ImportError as exc:
         print(f"secure-fal flower-app: error: {exc} (install the extra: pip install 'secure_fal[flower]')",
               file=sys.stderr)

@@ -7,10 +7,10 @@ import pytest
 
 from secure_fal.secagg import (Aggregator, DecryptionError, DropoutError, Faults, InputError, MessageError,
                                OutOfOrderError, secure_sum)
-from secure_fal.secagg.ckks import (KINDS, PROTOCOL_ID, CKKSProtocol, CKKSServer, DecryptedSum, DecryptRequest,
-                                    EncryptedInput, Request)
-from secure_fal.secagg.ckks_context import CKKSContext
-from secure_fal.secagg.ckks_params import CKKSParams, RoundPlan
+from secure_fal.secagg.ckks.messages import KINDS, PROTOCOL_ID, DecryptedSum, DecryptRequest, EncryptedInput, Request
+from secure_fal.secagg.ckks.protocol import CKKSProtocol, CKKSServer
+from secure_fal.secagg.ckks.context import CKKSContext
+from secure_fal.secagg.ckks.params import CKKSParams, RoundPlan
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
 from secure_fal.secagg.messages import HEADER_BYTES, SERVER, decode, encode

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from secure_fal.secagg import Aggregator
-from secure_fal.secagg.ckks import CKKSProtocol
-from secure_fal.secagg.ckks_params import CKKSParams
+from secure_fal.secagg.ckks.protocol import CKKSProtocol
+from secure_fal.secagg.ckks.params import CKKSParams
 
 N_CLIENTS, LENGTH = 10, 1_000_000
 

@@ -1,4 +1,4 @@
-"""The in-band CKKS key distribution (secure_fal/secagg/ckks_keys.py; protocols/ckks.md §Key distribution):
+"""The in-band CKKS key distribution (secure_fal/secagg/ckks/keys.py; protocols/ckks.md §Key distribution):
 machines in-process, with deterministic drops, tampering and replays."""
 
 import pickle
@@ -8,12 +8,13 @@ import pytest
 
 from secure_fal.secagg import (Aggregator, DecryptionError, DropoutError, Faults, InputError, MessageError,
                                OutOfOrderError, ReplayError, Report)
-from secure_fal.secagg.ckks import CKKSProtocol
-from secure_fal.secagg.ckks_context import CKKSContext
-from secure_fal.secagg.ckks_keys import (CLIENT_PHASES, KINDS, PHASE_OF_KIND, PROTOCOL_ID, SETUP_ROUND, DealtKeys,
-                                         KeyClient, KeyRequest, KeyServer, KeySetup, MemberKey, MemberKeys,
-                                         SealedContext, distribute_keys)
-from secure_fal.secagg.ckks_params import CKKSParams
+from secure_fal.secagg.ckks.protocol import CKKSProtocol
+from secure_fal.secagg.ckks.context import CKKSContext
+from secure_fal.secagg.ckks.key_messages import (CLIENT_PHASES, KINDS, PHASE_OF_KIND, PROTOCOL_ID, SETUP_ROUND,
+                                                 DealtKeys, KeyRequest, KeySetup, MemberKey, MemberKeys,
+                                                 SealedContext)
+from secure_fal.secagg.ckks.keys import KeyClient, KeyServer, distribute_keys
+from secure_fal.secagg.ckks.params import CKKSParams
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
 from secure_fal.secagg.messages import HEADER_BYTES, SERVER, Header, decode, encode

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from secure_fal.secagg.ckks_context import CKKSContext
-from secure_fal.secagg.ckks_params import NOISE_MAX, CKKSParams, RoundPlan
+from secure_fal.secagg.ckks.context import CKKSContext
+from secure_fal.secagg.ckks.params import NOISE_MAX, CKKSParams, RoundPlan
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
 

@@ -13,14 +13,15 @@ pytest.importorskip("flwr")
 
 from flwr.app import ConfigRecord, RecordDict  # noqa: E402
 
-from secure_fal.flower.client_app import synthetic_inputs  # noqa: E402
-from secure_fal.flower.session_keys import (SETUP_RECORD, SETUP_STATE_RECORD, ServerSetup,  # noqa: E402
-                                            SetupOpening, client_setup_step)
-from secure_fal.flower.synthetic import synthetic_input  # noqa: E402
-from secure_fal.flower.transport import (KEYS_RECORD, STATE_RECORD, NodePolicy, ServerRound,  # noqa: E402
-                                         client_step, session_key_name)
+from secure_fal.flower.secure_sum.client_app import synthetic_inputs  # noqa: E402
+from secure_fal.flower.carrier.session_keys import (SETUP_RECORD, SETUP_STATE_RECORD, ServerSetup, SetupOpening,  # noqa: E402
+                                                    client_setup_step)
+from secure_fal.flower.secure_sum.synthetic import synthetic_input  # noqa: E402
+from secure_fal.flower.carrier.envelope import (KEYS_RECORD, STATE_RECORD, NodePolicy, client_step, session_key_name)  # noqa: E402
+from secure_fal.flower.carrier.server_round import ServerRound  # noqa: E402
 from secure_fal.secagg import Aggregator, DropoutError, Faults, InputError, MessageError  # noqa: E402
-from secure_fal.secagg.ckks_keys import SETUP_ROUND, distribute_keys  # noqa: E402
+from secure_fal.secagg.ckks.key_messages import SETUP_ROUND  # noqa: E402
+from secure_fal.secagg.ckks.keys import distribute_keys  # noqa: E402
 from secure_fal.secagg.encoding import FixedPoint  # noqa: E402
 from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 

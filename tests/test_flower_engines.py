@@ -28,13 +28,13 @@ pytest.importorskip("secure_fal.secagg.masking")
 
 from secure_fal.flower.app_bundle import write_app_dir  # noqa: E402
 from secure_fal.flower.loopback import HOST, LoopbackFederation  # noqa: E402
-from secure_fal.flower.server_app import SessionSettings  # noqa: E402
-from secure_fal.flower.synthetic import synthetic_input  # noqa: E402
+from secure_fal.flower.secure_sum.server_app import SessionSettings  # noqa: E402
+from secure_fal.flower.secure_sum.synthetic import synthetic_input  # noqa: E402
 from secure_fal.secagg import Aggregator, Faults, FixedPoint, make_protocol  # noqa: E402
 from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 
 CLIENTS = (0, 1, 2)
-EXCHANGE_TIMEOUT = 15.0   # s, the floor of an exchange's wait; transport.Patience waits longer on a slow machine
+EXCHANGE_TIMEOUT = 15.0   # s, the floor of an exchange's wait; exchange.Patience waits longer on a slow machine
 RUN_LIMIT = 240.0         # s for the whole flwr run
 
 
@@ -85,7 +85,7 @@ def test_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
 
 SIMULATE = """
 import json, sys
-from secure_fal.flower.server_app import SessionSettings
+from secure_fal.flower.secure_sum.server_app import SessionSettings
 from secure_fal.flower.simulation import simulate_session
 settings = SessionSettings(**json.loads(sys.argv[1]))
 print("RECORD " + json.dumps(simulate_session(settings, int(sys.argv[2]))))
@@ -117,7 +117,7 @@ def test_simulation_engine_two_rounds_equal_in_process():
 def test_simulation_engine_ckks_session_with_key_distribution_equals_in_process():
     pytest.importorskip("ray")
     pytest.importorskip("secure_fal.secagg.ckks")
-    from secure_fal.secagg.ckks import CKKSProtocol
+    from secure_fal.secagg.ckks.protocol import CKKSProtocol
 
     settings = SessionSettings(protocol="ckks", options={"dealer": 1}, rounds=2, length=300, seed=5, timeout=60.0,
                                min_nodes=len(CLIENTS))
@@ -140,7 +140,7 @@ def test_simulation_engine_ckks_session_with_key_distribution_equals_in_process(
 
 ANCHOR = """
 import json
-from secure_fal.flower.secaggplus_anchor import time_secaggplus
+from secure_fal.bench.flower_secaggplus import time_secaggplus
 r = time_secaggplus(100, 4, 0.25)
 print("ANCHOR " + json.dumps({**r.__dict__, "total_bytes": r.total_bytes}))
 """

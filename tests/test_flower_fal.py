@@ -1,4 +1,4 @@
-"""FAL experiments over Flower (secure_fal.flower.fal_server / fal_client) against the in-process ``run_experiment``.
+"""FAL experiments over Flower (secure_fal.flower.fal: server_app / client_app) against the in-process ``run_experiment``.
 
 - Without a Flower runtime: ``FalServer`` driven through a channel that calls the clients' ``handle`` directly,
   every federated strategy, with a client silent from one exchange of one secure sum on (a FedAvg, gamma,
@@ -31,14 +31,14 @@ from flwr.app import ConfigRecord, RecordDict  # noqa: E402
 from secure_fal.experiment import load_config, run_experiment  # noqa: E402
 from secure_fal.experiment.setup import build_pools, initial_labeled  # noqa: E402
 from secure_fal.flower.app_bundle import FAL_APPS, write_app_dir  # noqa: E402
-from secure_fal.flower.fal_client import LABELED_RECORD, handle  # noqa: E402
-from secure_fal.flower.fal_server import FalServer, FalSettings, fal_run_config  # noqa: E402
+from secure_fal.flower.fal.client_app import LABELED_RECORD, handle  # noqa: E402
+from secure_fal.flower.fal.server_app import FalServer, FalSettings, fal_run_config  # noqa: E402
 from secure_fal.flower.loopback import LoopbackFederation  # noqa: E402
-from secure_fal.flower.node_data import DataSource, export_client_data, simulated_client_data  # noqa: E402
-from secure_fal.flower.transport import OPENING_RECORD, WORKLOAD_RECORD, NodePolicy  # noqa: E402
+from secure_fal.flower.fal.node_data import DataSource, export_client_data, simulated_client_data  # noqa: E402
+from secure_fal.flower.carrier.envelope import OPENING_RECORD, WORKLOAD_RECORD, NodePolicy  # noqa: E402
 from secure_fal.secagg import Faults, SecAggError, make_protocol  # noqa: E402
-from secure_fal.secagg.ckks_keys import CLIENT_PHASES as KEY_PHASES  # noqa: E402
-from secure_fal.secagg.masking import MaskingProtocol  # noqa: E402
+from secure_fal.secagg.ckks.key_messages import CLIENT_PHASES as KEY_PHASES  # noqa: E402
+from secure_fal.secagg.masking.protocol import MaskingProtocol  # noqa: E402
 
 CLIENTS = (0, 1, 2)
 TINY = {
@@ -47,7 +47,7 @@ TINY = {
     "active.cycles": 2, "active.budget": 30, "active.strategy": "f-al", "secure.protocol": "masking",
     "secure.options": {"threshold": 2},
 }
-EXCHANGE_TIMEOUT = 15.0   # s, the floor of an exchange's wait; transport.Patience waits longer on a slow machine
+EXCHANGE_TIMEOUT = 15.0   # s, the floor of an exchange's wait; exchange.Patience waits longer on a slow machine
 RUN_LIMIT = 420.0         # s for the whole flwr run
 POLICY = NodePolicy(frozenset({"plaintext", "masking", "ckks"}))
 
@@ -79,7 +79,7 @@ def check_same(config, cycles: list[dict], want: dict, drop: dict[tuple[int, int
         totals = exp["secure_aggregation"]
         assert len(sums) == totals["rounds"]
         # the values summed match; the bytes need not: the FedAvg ring is sized from the train-set size here,
-        # from the largest labeled set in-process (fal_server's docstring)
+        # from the largest labeled set in-process (fal/server_app.py's docstring)
         assert sum(s["length"] for s in sums) == totals["values"]
         if "selection" in got:
             sel = got["selection"]
@@ -268,7 +268,7 @@ def test_fal_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
                         what="F-AL experiments", apps=FAL_APPS)
     nodes = [{"client-id": c, "protocols": "masking"} for c in CLIENTS]
     t0 = time.perf_counter()
-    with LoopbackFederation(tmp_path / "federation", nodes, executor="fork", preload=["secure_fal.flower.fal_node"],
+    with LoopbackFederation(tmp_path / "federation", nodes, executor="fork", preload=["secure_fal.flower.fal.node"],
                             node_poll_s=0.2) as fed:
         fed.run_app_killing_node(app, run_config, node=killed, marker=f", ROUND {cycle}.{r + 1}.{exchange}]",
                                  timeout=RUN_LIMIT)
@@ -297,7 +297,7 @@ def test_fal_global_without_quota_deployment_on_loopback(tmp_path):
                         what="FAL experiments", apps=FAL_APPS)
     t0 = time.perf_counter()
     with LoopbackFederation(tmp_path / "federation", [{"client-id": c, "protocols": "plaintext"} for c in CLIENTS],
-                            executor="fork", preload=["secure_fal.flower.fal_node"]) as fed:
+                            executor="fork", preload=["secure_fal.flower.fal.node"]) as fed:
         assert fed.run_app(app, run_config, timeout=3 * RUN_LIMIT) == 0, f"logs in {fed.workdir}"
     loopback_seconds = time.perf_counter() - t0
     record = json.loads(result_file.read_text())
@@ -335,9 +335,9 @@ LIGHT_PATH = """
 import json, sys
 import numpy as np
 from flwr.app import RecordDict
-from secure_fal.flower.fal_candidates import keep_candidates, ownership_keys_of
-from secure_fal.flower.fal_client import round_input
-from secure_fal.flower.node_data import DataSource
+from secure_fal.flower.fal.candidates import keep_candidates, ownership_keys_of
+from secure_fal.flower.fal.client_app import round_input
+from secure_fal.flower.fal.node_data import DataSource
 from secure_fal.secagg import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
 state = RecordDict()

@@ -1,4 +1,4 @@
-"""A FAL client's data on its node (secure_fal.flower.node_data): the simulated split's rows and their cache, and a
+"""A FAL client's data on its node (secure_fal.flower.fal.node_data): the simulated split's rows and their cache, and a
 node's own .npz file or image folder, checked against the experiment's dataset."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ pytest.importorskip("flwr")
 
 from secure_fal.experiment import load_config  # noqa: E402
 from secure_fal.experiment.setup import build_pools  # noqa: E402
-from secure_fal.flower.node_data import (DataSource, client_data, data_source_of, export_client_data,  # noqa: E402
-                                         own_client_data, simulated_client_data)
+from secure_fal.flower.fal.node_data import (DataSource, client_data, data_source_of, export_client_data,  # noqa: E402
+                                             own_client_data, simulated_client_data)
 from secure_fal.secagg import InputError  # noqa: E402
 
 CONFIG = {"data.clients": 3, "data.split": "dirichlet", "data.alpha": 0.5, "seed": 3}

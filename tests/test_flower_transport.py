@@ -23,14 +23,14 @@ pytest.importorskip("flwr")
 from flwr.app import ConfigRecord, RecordDict  # noqa: E402
 from flwr.common.config import validate_config  # noqa: E402
 
-from secure_fal.flower import machine_state  # noqa: E402
+from secure_fal.flower.carrier import machine_state  # noqa: E402
 from secure_fal.flower.app_bundle import write_app_dir  # noqa: E402
-from secure_fal.flower.client_app import synthetic_inputs  # noqa: E402
-from secure_fal.flower.server_app import SessionSettings  # noqa: E402
-from secure_fal.flower.synthetic import synthetic_input  # noqa: E402
-from secure_fal.flower.transport import (KEYS_RECORD, OPENING_RECORD, STATE_RECORD, RoundOpening,  # noqa: E402
-                                         ServerRound, NodePolicy, check_keys_installed, client_step,
-                                         pack_messages, unpack_messages)
+from secure_fal.flower.secure_sum.client_app import synthetic_inputs  # noqa: E402
+from secure_fal.flower.secure_sum.server_app import SessionSettings  # noqa: E402
+from secure_fal.flower.secure_sum.synthetic import synthetic_input  # noqa: E402
+from secure_fal.flower.carrier.envelope import (KEYS_RECORD, OPENING_RECORD, STATE_RECORD, RoundOpening, NodePolicy,  # noqa: E402
+                                                check_keys_installed, client_step, pack_messages, unpack_messages)
+from secure_fal.flower.carrier.server_round import ServerRound  # noqa: E402
 from secure_fal.secagg import Aggregator, Faults, FixedPoint, MessageError, make_protocol  # noqa: E402
 from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 from secure_fal.secagg.messages import decode  # noqa: E402
@@ -95,7 +95,7 @@ def test_rounds_over_flower_records_equal_in_process_run(name, options, silent_f
 
 def test_client_machine_and_its_secret_keys_survive_in_node_state():
     protocol_or_skip("masking")
-    from secure_fal.secagg.masking_messages import KINDS, PROTOCOL_ID
+    from secure_fal.secagg.masking.messages import KINDS, PROTOCOL_ID
 
     state = RecordDict()
     protocol = make_protocol("masking", threshold=2)
@@ -229,7 +229,7 @@ def test_empty_answer_record_is_a_malformed_answer():
 
 
 def test_patience_waits_for_slow_nodes_and_stops_for_dead_ones():
-    from secure_fal.flower.transport import Patience
+    from secure_fal.flower.carrier.exchange import Patience
 
     p = Patience(5.0)
     assert p.deadline(None) == 300.0      # nobody answered yet: wait (up to the cap)
@@ -264,14 +264,14 @@ class _ScriptedGrid:
     ({1: 50.0, 2: 60.0, 9: math.inf}, {1, 2}, 180.0),  # a cold federation: nobody answers before the floor
 ])
 def test_exchange_deadline_follows_the_answers(monkeypatch, answer_at, answered, waited):
-    from secure_fal.flower import transport
+    from secure_fal.flower.carrier import exchange
 
     clock = [0.0]
-    monkeypatch.setattr(transport.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(transport.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(exchange.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(exchange.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
     grid = _ScriptedGrid(answer_at, clock)
     messages = [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=node)) for node in answer_at]
-    replies = transport.exchange(grid, messages, transport.Patience(5.0), poll_s=1.0)
+    replies = exchange.exchange(grid, messages, exchange.Patience(5.0), poll_s=1.0)
     assert {r.metadata.src_node_id for r in replies} == answered
     assert clock[0] == pytest.approx(waited, abs=1.0)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from secure_fal.secagg import Aggregator, Faults
-from secure_fal.secagg.masking import MaskingProtocol
+from secure_fal.secagg.masking.protocol import MaskingProtocol
 
 
 def inputs(n, length, bound, seed=0):

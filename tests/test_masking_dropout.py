@@ -6,7 +6,7 @@ import pytest
 from secure_fal.secagg import DropoutError, Faults, secure_sum
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
-from secure_fal.secagg.masking import MaskingProtocol
+from secure_fal.secagg.masking.protocol import MaskingProtocol
 from secure_fal.secagg.plaintext import PlaintextProtocol
 from secure_fal.secagg.report import Report
 from secure_fal.secagg.transport import run_round

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secure_fal.secagg import Aggregator, secure_sum
-from secure_fal.secagg.masking import MaskingProtocol
+from secure_fal.secagg.masking.protocol import MaskingProtocol
 from secure_fal.secagg.plaintext import PlaintextProtocol
 
 

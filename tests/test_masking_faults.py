@@ -18,12 +18,12 @@ from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.errors import (DecryptionError, DropoutError, InputError, MessageError, OutOfOrderError,
                                       ReplayError)
 from secure_fal.secagg.machine import RoundSpec
-from secure_fal.secagg.masking import MaskingProtocol
-from secure_fal.secagg.masking_messages import (KINDS, PROTOCOL_ID, Advertise, AdvertiseRequest, MaskedInput,
+from secure_fal.secagg.masking.protocol import MaskingProtocol
+from secure_fal.secagg.masking.messages import (KINDS, PROTOCOL_ID, Advertise, AdvertiseRequest, MaskedInput,
                                                 PeerKeys, RelayedShares, Shares, Unmask, UnmaskRequest)
 from secure_fal.secagg.messages import SERVER, decode, encode, peek_header
 from secure_fal.secagg.plaintext import PlaintextProtocol
-from secure_fal.secagg.shamir import P
+from secure_fal.secagg.masking.shamir import P
 
 SESSION = 0x0123456789ABCDEF
 

@@ -1,4 +1,4 @@
-"""Neighbour graph and threshold of the masking protocol (masking_graph.py; protocols/masking.md §Parameters)."""
+"""Neighbour graph and threshold of the masking protocol (secagg/masking/graph.py; protocols/masking.md §Parameters)."""
 
 import math
 
@@ -7,8 +7,8 @@ import pytest
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.errors import InputError
 from secure_fal.secagg.machine import RoundSpec
-from secure_fal.secagg.masking import MaskingProtocol
-from secure_fal.secagg.masking_graph import check_settings, neighbourhoods
+from secure_fal.secagg.masking.protocol import MaskingProtocol
+from secure_fal.secagg.masking.graph import check_settings, neighbourhoods
 
 
 def spec(n: int, *, session: int = 0xABCDEF, round_id: int = 1, clients=None) -> RoundSpec:

@@ -7,8 +7,8 @@ from scipy.stats import chisquare
 
 from secure_fal.secagg import Aggregator, Faults
 from secure_fal.secagg.encoding import FixedPoint
-from secure_fal.secagg.masking import MaskingProtocol
-from secure_fal.secagg.masking_messages import KINDS, PROTOCOL_ID, MaskedInput
+from secure_fal.secagg.masking.protocol import MaskingProtocol
+from secure_fal.secagg.masking.messages import KINDS, PROTOCOL_ID, MaskedInput
 from secure_fal.secagg.messages import decode
 
 L = 50_000

@@ -7,17 +7,17 @@ from collections import deque
 import numpy as np
 import pytest
 
-from secure_fal.flower import machine_state
+from secure_fal.flower.carrier import machine_state
 from secure_fal.secagg import Aggregator, Faults, Report, make_protocol, run_setup
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.errors import (DecryptionError, DropoutError, InputError, MessageError, OutOfOrderError,
                                       ReplayError)
 from secure_fal.secagg.machine import RoundSpec
-from secure_fal.secagg.masking import MaskingProtocol
-from secure_fal.secagg.masking_messages import InputRequest, UnmaskRequest
-from secure_fal.secagg.masking_setup import KINDS as SETUP_KINDS
-from secure_fal.secagg.masking_setup import PROTOCOL_ID as SETUP_ID
-from secure_fal.secagg.masking_setup import SetupAdvertise, SetupPeerKeys, SetupRelayedShares, SetupShares
+from secure_fal.secagg.masking.protocol import MaskingProtocol
+from secure_fal.secagg.masking.messages import InputRequest, UnmaskRequest
+from secure_fal.secagg.masking.setup_messages import KINDS as SETUP_KINDS
+from secure_fal.secagg.masking.setup_messages import PROTOCOL_ID as SETUP_ID
+from secure_fal.secagg.masking.setup_messages import SetupAdvertise, SetupPeerKeys, SetupRelayedShares, SetupShares
 from secure_fal.secagg.messages import SERVER, Header, decode, encode, peek_header
 from secure_fal.secagg.transport import run_round
 

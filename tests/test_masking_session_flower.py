@@ -13,10 +13,11 @@ pytest.importorskip("flwr")
 
 from flwr.app import RecordDict  # noqa: E402
 
-from secure_fal.flower.client_app import synthetic_inputs  # noqa: E402
-from secure_fal.flower.session_keys import ServerSetup, client_setup_step  # noqa: E402
-from secure_fal.flower.synthetic import synthetic_input  # noqa: E402
-from secure_fal.flower.transport import KEYS_RECORD, NodePolicy, ServerRound, client_step  # noqa: E402
+from secure_fal.flower.secure_sum.client_app import synthetic_inputs  # noqa: E402
+from secure_fal.flower.carrier.session_keys import ServerSetup, client_setup_step  # noqa: E402
+from secure_fal.flower.secure_sum.synthetic import synthetic_input  # noqa: E402
+from secure_fal.flower.carrier.envelope import KEYS_RECORD, NodePolicy, client_step  # noqa: E402
+from secure_fal.flower.carrier.server_round import ServerRound  # noqa: E402
 from secure_fal.secagg import Aggregator, Faults, ReplayError  # noqa: E402
 from secure_fal.secagg.encoding import FixedPoint  # noqa: E402
 from secure_fal.secagg.machine import RoundSpec  # noqa: E402

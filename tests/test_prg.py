@@ -1,10 +1,10 @@
-"""The mask PRG (secure_fal/secagg/prg.py; protocols/masking.md §PRG)."""
+"""The mask PRG (secure_fal/secagg/masking/prg.py; protocols/masking.md §PRG)."""
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from secure_fal.secagg.prg import NONCE, SEED_BYTES, MaskAccumulator, expand, permutation
+from secure_fal.secagg.masking.prg import NONCE, SEED_BYTES, MaskAccumulator, expand, permutation
 
 SEED = bytes(range(32))
 

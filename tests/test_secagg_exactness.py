@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secure_fal.secagg import Aggregator, Faults
-from secure_fal.secagg.ckks_params import CKKSParams, RoundPlan
+from secure_fal.secagg.ckks.params import CKKSParams, RoundPlan
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
 

@@ -1,4 +1,4 @@
-"""Shamir secret sharing (secure_fal/secagg/shamir.py; protocols/masking.md §Shamir)."""
+"""Shamir secret sharing (secure_fal/secagg/masking/shamir.py; protocols/masking.md §Shamir)."""
 
 import itertools
 import os
@@ -9,8 +9,8 @@ from scipy.stats import chisquare
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secure_fal.secagg import shamir
-from secure_fal.secagg.shamir import ELEMENT_BYTES, P, decode_share, encode_share, reconstruct, split, x_of
+from secure_fal.secagg.masking import shamir
+from secure_fal.secagg.masking.shamir import ELEMENT_BYTES, P, decode_share, encode_share, reconstruct, split, x_of
 
 
 def _is_probable_prime(n: int, rounds: int = 40) -> bool:

@@ -6,6 +6,9 @@
 - ``anchor``: our masking against Flower's own SecAgg+ in the same run.
 - ``end_to_end``: a whole federated active-learning experiment per protocol.
 - ``run``: presets and the driver behind ``secure-fal bench``. Results and how to reproduce: docs/benchmarks.md.
+- ``flower_secaggplus``: Flower's own SecAgg+ workflow (ServerApp / ClientApp) timed on our workload (the anchor).
+- ``deployment``: one secure round in Flower's deployment engine per protocol (``python -m secure_fal.bench.deployment``).
+- ``samplers``: every sampler timed on a synthetic pool (``python -m secure_fal.bench.samplers``).
 """
 
 from .grid import Cell, ProtocolSpec, exact_fixed_point_sum, grid_cells, run_cell, run_grid, sum_errors

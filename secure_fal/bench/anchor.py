@@ -6,7 +6,7 @@ round(rate * n) client ids crash after sharing their keys, before sending their 
 same parameters (complete graph, threshold floor(2n/3) + 1):
 
 - ``flower``: Flower's SecAggPlusWorkflow + secaggplus_mod in Flower's simulation engine
-  (``flower.secaggplus_anchor.time_secaggplus``): wall seconds of the 4-stage workflow in the ServerApp,
+  (``flower_secaggplus.time_secaggplus``): wall seconds of the 4-stage workflow in the ServerApp,
   and the bytes of every Flower Message it sent and received.
 - ``ours_flower``: our masking protocol over the same engine (``flower.server_app`` / ``client_app``,
   dropouts by a mod that answers the masked-input exchange with an error): wall seconds of the round in
@@ -39,20 +39,20 @@ def anchor_unavailable() -> str | None:
     try:
         import flwr  # noqa: F401
 
-        from ..flower import secaggplus_anchor  # noqa: F401
+        from . import flower_secaggplus  # noqa: F401
     except ImportError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
 
 def dropped_ids(clients: int, dropout: float) -> tuple[int, ...]:
-    """The anchor's dropout plan: the first round(dropout * clients) ids (as ``secaggplus_anchor``)."""
+    """The anchor's dropout plan: the first round(dropout * clients) ids (as ``flower_secaggplus``)."""
     return tuple(range(round(dropout * clients)))
 
 
 def ours_in_process(length: int, clients: int, dropout: float) -> dict:
     """Our masking protocol in-process on the anchor's inputs: compute seconds and bytes of one round."""
-    from ..flower.synthetic import synthetic_input
+    from ..flower.secure_sum.synthetic import synthetic_input
 
     inputs = {c: synthetic_input(ANCHOR_SEED, c, 1, length, ANCHOR_BOUND) for c in range(clients)}
     agg = Aggregator("masking", range(clients), seed=ANCHOR_SEED)
@@ -68,9 +68,10 @@ def _dropping_client_app(dropped: Iterable[int]):
     from flwr.app import Error, Message
     from flwr.clientapp import ClientApp
 
-    from ..flower.client_app import client_id_of, make_client_app
-    from ..flower.transport import HELLO_ACTION, ROUND_ACTION, ROUND_TYPE, unpack_messages
-    from ..secagg.masking_messages import PROTOCOL_ID, RelayedShares
+    from ..flower.carrier.node_config import client_id_of
+    from ..flower.secure_sum.client_app import make_client_app
+    from ..flower.carrier.envelope import HELLO_ACTION, ROUND_ACTION, ROUND_TYPE, unpack_messages
+    from ..secagg.masking.messages import PROTOCOL_ID, RelayedShares
     from ..secagg.messages import peek_header
 
     inner = make_client_app()
@@ -102,8 +103,8 @@ def ours_over_flower(length: int, clients: int, dropout: float, timeout: float =
     """Our masking protocol in Flower's simulation engine on the anchor's inputs (see module docstring)."""
     from flwr.simulation import run_simulation
 
-    from ..flower.secaggplus_anchor import SIMULATION_BACKEND
-    from ..flower.server_app import SessionSettings, make_server_app
+    from .flower_secaggplus import SIMULATION_BACKEND
+    from ..flower.secure_sum.server_app import SessionSettings, make_server_app
 
     with tempfile.TemporaryDirectory(prefix="bench-anchor-") as work:
         result_file = Path(work) / "ours.json"
@@ -124,7 +125,7 @@ def ours_over_flower(length: int, clients: int, dropout: float, timeout: float =
 
 def anchor_point(length: int, clients: int, dropout: float) -> dict:
     """All three measurements of one point, and the ratios ours / Flower's."""
-    from ..flower.secaggplus_anchor import time_secaggplus
+    from .flower_secaggplus import time_secaggplus
 
     row: dict = {"length": length, "clients": clients, "dropout": dropout,
                  "dropped": len(dropped_ids(clients, dropout))}

@@ -6,7 +6,7 @@ One loopback federation (``flower.loopback``: a SuperLink and ``clients`` SuperN
 in it, ``reps`` times in turn (interleaved, so that a change of machine load hits every variant alike), one
 ``flwr run`` of each variant:
 
-- ``flower-plain``: Flower's plain FedAvg fit round (``secaggplus_anchor``, ``plain``): one exchange, the inputs in
+- ``flower-plain``: Flower's plain FedAvg fit round (``flower_secaggplus``, ``plain``): one exchange, the inputs in
   the clear. Flower's floor for a round.
 - ``flower-secaggplus``: Flower's SecAgg+ workflow (4 stages) on the same clients.
 - ``masking``: our masking protocol, ``rounds`` secure sums per run (``server_app``), one per round; each variant
@@ -33,8 +33,8 @@ from pathlib import Path
 
 from ..flower.app_bundle import write_app_dir
 from ..flower.loopback import LoopbackFederation
-from ..flower.secaggplus_anchor import ANCHOR_APPS, AnchorSettings
-from ..flower.server_app import SessionSettings
+from ..flower.secure_sum.server_app import SessionSettings
+from .flower_secaggplus import ANCHOR_APPS, AnchorSettings
 
 RUN_LIMIT_S = 900.0
 
@@ -63,7 +63,7 @@ def measure(executor: str, *, length: int, clients: int, reps: int, rounds: int,
     nodes = [{"client-id": c, "protocols": "masking"} for c in range(clients)]
     rows = []
     with LoopbackFederation(work / "federation", nodes, executor=executor, node_poll_s=node_poll_s,
-                            preload=["secure_fal.flower.secaggplus_anchor", "secure_fal.flower.client_app"]) as fed:
+                            preload=["secure_fal.bench.flower_secaggplus", "secure_fal.flower.secure_sum.client_app"]) as fed:
         for rep in range(reps):
             for plain in (True, False):
                 settings = AnchorSettings(length, clients, timeout=timeout, plain=plain, result_file=str(result_file))

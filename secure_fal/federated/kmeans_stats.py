@@ -1,7 +1,7 @@
 """What a client computes from its points and public centres, in numpy alone: k-means statistics and distances.
 
 Both the in-process strategies (``kmeans.cluster_stats``, ``fal_global.Candidates``) and a Flower node answering a
-k-means or ownership sum (``flower.fal_candidates``, which must not import torch) call these, so the two give the
+k-means or ownership sum (``flower.fal.candidates``, which must not import torch) call these, so the two give the
 same floats. Distances are computed one centre at a time as sqrt(sum((p - c)^2)) in float64: exact to rounding, no
 (m, n, d) temporary.
 """

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-SECURE_SUM_APPS = ("secure_fal.flower.server_app:app", "secure_fal.flower.client_app:app")
-FAL_APPS = ("secure_fal.flower.fal_server:app", "secure_fal.flower.fal_client:app")
+SECURE_SUM_APPS = ("secure_fal.flower.secure_sum.server_app:app", "secure_fal.flower.secure_sum.client_app:app")
+FAL_APPS = ("secure_fal.flower.fal.server_app:app", "secure_fal.flower.fal.client_app:app")
 ConfigValue = bool | int | float | str
 
 _TEMPLATE = """\
@@ -86,6 +86,6 @@ def write_app_dir(path: str | Path, config: Mapping[str, ConfigValue], *, name: 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m secure_fal.flower.app_bundle DIR")
-    from .server_app import SessionSettings
+    from .secure_sum.server_app import SessionSettings
 
     print(write_app_dir(sys.argv[1], SessionSettings().to_run_config()))

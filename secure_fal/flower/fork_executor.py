@@ -18,7 +18,7 @@ SuperNode's Runtime API (``--host``/``--port`` of the SuperNode):
 
     flower-supernode --isolation process --host 127.0.0.1 --port 9094 --superlink ... --node-config ...
     python -m secure_fal.flower.fork_executor --runtime-api-address 127.0.0.1:9094 --insecure \\
-        --preload secure_fal.flower.fal_node
+        --preload secure_fal.flower.fal.node
 
 The loop is Flower's own SuperExec loop (``run_superexec``: acquire a task, launch it, sleep
 ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``), given this executor in place of the subprocess one (written against
@@ -100,9 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--root-certificates", default=None, help="CA file of the Runtime API's TLS certificate")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) exits")
     parser.add_argument("--preload", action="append", default=[],
-                        help="module to import before forking (repeatable), e.g. secure_fal.flower.fal_node")
+                        help="module to import before forking (repeatable), e.g. secure_fal.flower.fal.node")
     args = parser.parse_args(argv)
-    preload(["secure_fal.flower.fal_client", *args.preload])
+    preload(["secure_fal.flower.fal.client_app", *args.preload])
     executor = ForkExecutor()
     superexec.get_executor = lambda *_, **__: executor  # Flower's loop, with this executor
     superexec.run_superexec(runtime_api_address=args.runtime_api_address, insecure=args.insecure,

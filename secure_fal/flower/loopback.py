@@ -98,7 +98,7 @@ class LoopbackFederation:
         executor: how each SuperNode runs its ClientApp tasks: "flower" (Flower's default: a fresh
             ``flwr-clientapp`` process per message) or "fork" (``fork_executor``: a fork of a warm process that has
             imported ``preload``; the SuperNode runs with ``--isolation process``).
-        preload: modules the "fork" executor imports before forking (e.g. ``secure_fal.flower.fal_node``).
+        preload: modules the "fork" executor imports before forking (e.g. ``secure_fal.flower.fal.node``).
         node_poll_s: seconds between an idle SuperNode's polls of the SuperLink; None: Flower's own 3 s
             (``flower-supernode``), else ``secure_fal.flower.supernode --poll``.
     """

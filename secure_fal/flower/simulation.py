@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 from ..experiment.config import ExperimentConfig
-from .client_app import make_client_app
-from .fal_client import make_fal_client_app
-from .fal_server import FalSettings, make_fal_server_app
-from .server_app import SessionSettings, make_server_app
+from .fal.client_app import make_fal_client_app
+from .fal.server_app import FalSettings, make_fal_server_app
+from .secure_sum.client_app import make_client_app
+from .secure_sum.server_app import SessionSettings, make_server_app
 
 SIMULATION_BACKEND = {"init_args": {"_node_ip_address": "127.0.0.1"}, "client_resources": {"num_cpus": 1}}
 

@@ -1,11 +1,17 @@
 """Secure aggregation: one interface (``Aggregator`` / ``secure_sum``), three interchangeable protocols.
 
-- ``plaintext``: reference and baseline, no protection.
-- ``ckks``: CKKS homomorphic encryption (TenSEAL); the server holds only a public context.
-- ``masking``: pairwise masking with dropout recovery (SecAgg / SecAgg+).
+The layer every protocol shares sits here; each protocol has its own subpackage. Specs: ``protocols/*.md``.
 
-Each protocol is a pair of sans-I/O state machines (``machine.py``) exchanging bytes (``messages.py``),
-driven by a transport (``transport.py``). Specs: ``protocols/*.md``.
+    api.py        ``Aggregator``, ``SecureSumProtocol``, ``make_protocol``, ``secure_sum``
+    messages.py   the wire format: 30-byte header, encode / decode
+    machine.py    the sans-I/O state-machine base (``ServerMachine``, ``ClientMachine``, ``RoundSpec``)
+    transport.py  the in-process transport (``run_round``) and fault injection (``Faults``)
+    encoding.py   fixed-point encoding of float vectors into integers mod 2^k
+    report.py     bytes and seconds per party and phase
+    errors.py     the exceptions, naming client, round and field
+    plaintext.py  reference and baseline, no protection
+    ckks/         CKKS homomorphic encryption (TenSEAL); the server holds only a public context
+    masking/      pairwise masking with dropout recovery (SecAgg / SecAgg+), per-round or session mode
 """
 
 from .api import Aggregator, SecureSumProtocol, SumResult, make_protocol, run_setup, secure_sum

@@ -23,7 +23,7 @@ import threading
 import numpy as np
 import tenseal.sealapi as sa
 
-from .ckks_params import CKKSParams
+from .params import CKKSParams
 
 _MAGIC = b"SFCK"
 _VERSION = 1

@@ -1,8 +1,8 @@
-"""Session keys over Flower: a protocol's in-band setup (CKKS: ``secagg/ckks_keys.py``; session-mode masking:
-``secagg/masking_setup.py``) in Flower Messages. The setup machines come from the protocol object
+"""Session keys over Flower: a protocol's in-band setup (CKKS: ``secagg/ckks/keys.py``; session-mode masking:
+``secagg/masking/setup.py``) in Flower Messages. The setup machines come from the protocol object
 (``setup_server`` / ``setup_client``; outcome via ``install_setup`` and the client machine's ``keys()``).
 
-Protocols whose session needs keys shared by the clients (``transport.needs_session_keys``) run this
+Protocols whose session needs keys shared by the clients (``envelope.needs_session_keys``) run this
 once per session, after the hello and before the first round. The server only relays: it ends up with the
 public context and the list of key holders, each key holder's node with its secret context.
 
@@ -13,13 +13,13 @@ Envelope (protocols/flower.md §Key distribution), as for rounds:
   ConfigRecord ``secure_fal.setup`` (``SetupOpening``: protocol, options, session, members).
 - node -> server: ConfigRecord ``secure_fal`` = {"messages": [...]}, or a Flower Error (no answer).
 
-Exchange i makes members send in phase ``ckks_keys.CLIENT_PHASES[i]``: 0 every member its X25519 key, 1 the
+Exchange i makes members send in phase ``ckks.key_messages.CLIENT_PHASES[i]``: 0 every member its X25519 key, 1 the
 dealer the sealed contexts, 2 the other members their acknowledgement. A node silent from exchange i on is the
 in-process ``Faults(drop={cid: CLIENT_PHASES[i]})``.
 
 Node state: between messages the member's ``KeyClient`` is kept (pickled, X25519 key as raw bytes) in record
 ``secure_fal.setup_machine``; at the end the secret context's bytes go to record ``secure_fal.keys``, keyed by the
-session id (16 hex digits), replacing the keys of any older session. ``transport.client_step`` reads them there.
+session id (16 hex digits), replacing the keys of any older session. ``envelope.client_step`` reads them there.
 
 Sans-I/O core (``ServerSetup``, ``client_setup_step``) plus a thin Flower layer (``run_setup``; the ClientApp
 answers ``query.secure_fal_setup`` with ``client_setup_step``).
@@ -36,13 +36,15 @@ from dataclasses import dataclass
 from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
-from ..secagg.api import SecureSumProtocol, make_protocol
-from ..secagg.ckks_keys import SETUP_ROUND
-from ..secagg.errors import MessageError, SecAggError
-from ..secagg.messages import SERVER, peek_header
-from ..secagg.report import Report
-from .transport import (KEYS_RECORD, RECORD, NodePolicy, Patience, ServerExchanges, WireCosts, drive, grid_channel,
-                        needs_session_keys, pack_messages, session_key_name, unpack_messages)
+from ...secagg.api import SecureSumProtocol, make_protocol
+from ...secagg.ckks.key_messages import SETUP_ROUND
+from ...secagg.errors import MessageError, SecAggError
+from ...secagg.messages import SERVER, peek_header
+from ...secagg.report import Report
+from .envelope import (KEYS_RECORD, RECORD, NodePolicy, needs_session_keys, pack_messages, session_key_name,
+                       unpack_messages)
+from .exchange import Patience, drive, grid_channel
+from .server_round import ServerExchanges, WireCosts
 
 SETUP_ACTION = "secure_fal_setup"
 SETUP_TYPE = f"query.{SETUP_ACTION}"
@@ -125,7 +127,7 @@ class SetupOutcome:
 
 class ServerSetup(ServerExchanges):
     """The server side of a key distribution over Flower, sans-I/O: ``next_batches()``, ``take_answers()``,
-    ``done`` as ``transport.ServerRound``; then ``outcome(seconds)``.
+    ``done`` as ``server_round.ServerRound``; then ``outcome(seconds)``.
 
     Args:
         protocol_name: a protocol with session keys ('ckks').
@@ -173,7 +175,7 @@ def run_setup(grid: Grid, protocol_name: str, options: Mapping[str, object], ses
         protocol_name, options: the session's protocol (one with session keys) and its constructor options.
         session: the session id of the rounds that will use the keys.
         nodes: client id -> Flower node id.
-        timeout: how long each exchange waits for answers (``transport.Patience``, or its floor in seconds).
+        timeout: how long each exchange waits for answers (``exchange.Patience``, or its floor in seconds).
         members: the clients to give the keys to (default: every client in ``nodes``).
         first_round: the first round id the keys are for (exchanges go out as group ``setup-<first_round>.<i>``
             after the first setup, ``setup.<i>`` for it).

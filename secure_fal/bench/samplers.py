@@ -1,4 +1,4 @@
-"""Time every sampler on a synthetic pool: ``python -m secure_fal.bench_samplers [--device cpu]``.
+"""Time every sampler on a synthetic pool: ``python -m secure_fal.bench.samplers [--device cpu]``.
 
 The pool imitates a trained model's output: long-tailed Gaussian blobs per class as embeddings,
 softmax of a linear head as probabilities, a random labeled fraction with true labels. Each sampler
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from .sampling import SAMPLERS, PoolView, get_sampler
+from ..sampling import SAMPLERS, PoolView, get_sampler
 
 
 def synthetic_pool(n: int, dim: int, n_classes: int, labeled_fraction: float, seed: int,

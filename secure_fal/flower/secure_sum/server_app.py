@@ -14,24 +14,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from ..secagg.api import make_protocol
-from ..secagg.encoding import FixedPoint
-from ..secagg.errors import DropoutError, MessageError, SecAggError
-from ..secagg.machine import RoundSpec
-from .run_config import settings_kwargs, to_run_config
-from .session_keys import SetupOutcome, run_setup
-from .transport import (HELLO_TYPE, RECORD, FlowerRound, Patience, client_id_from_hello, exchange,
-                        run_round)
+from ...secagg.api import make_protocol
+from ...secagg.encoding import FixedPoint
+from ...secagg.errors import DropoutError, SecAggError
+from ...secagg.machine import RoundSpec
+from ..carrier.exchange import Patience, discover_clients, run_round
+from ..carrier.run_config import settings_kwargs, to_run_config, write_json
+from ..carrier.server_round import FlowerRound
+from ..carrier.session_keys import SetupOutcome, run_setup
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +46,7 @@ class SessionSettings:
         bound: public bound on |value| (default 1.0).
         frac_bits: fixed-point fractional bits (default 24).
         seed: session seed: session id, and the clients' synthetic inputs (default 0).
-        timeout: floor (s) of the wait for the answers of each exchange (default 30; ``transport.Patience``).
+        timeout: floor (s) of the wait for the answers of each exchange (default 30; ``carrier.exchange.Patience``).
         min_nodes: nodes that must have answered the hello before the first round (default 2).
         wait_nodes: seconds to wait for ``min_nodes`` nodes to connect (default 60).
         result_file: where to write the session's results as JSON ('' = nowhere).
@@ -82,41 +79,6 @@ class SessionSettings:
         out = to_run_config(self)
         out["options"] = json.dumps(dict(self.options), sort_keys=True)
         return out
-
-
-def discover_clients(grid: Grid, *, min_nodes: int, wait_nodes: float, timeout: float | Patience) -> dict[int, int]:
-    """Client id -> Flower node id, from a hello exchange with every connected node.
-
-    Waits up to ``wait_nodes`` seconds for ``min_nodes`` nodes, then asks each its client id and waits for the
-    answers as ``timeout`` (a ``Patience``, or its floor in seconds) allows: a node's first ClientApp process
-    starts cold, and Patience waits for it.
-    Raises DropoutError if fewer than ``min_nodes`` answered, MessageError if two nodes claim one client id.
-    """
-    patience = Patience.of(timeout)
-    deadline = time.monotonic() + wait_nodes
-    while len(node_ids := sorted(grid.get_node_ids())) < min_nodes and time.monotonic() < deadline:
-        time.sleep(0.5)
-    hellos = [Message(RecordDict({RECORD: ConfigRecord()}), node, HELLO_TYPE, group_id="hello", ttl=patience.ttl)
-              for node in node_ids]
-    nodes: dict[int, int] = {}
-    for reply in exchange(grid, hellos, patience) if hellos else []:
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            log.warning("node %d answered the hello with an error: %s", node, reply.error.reason)
-            continue
-        try:
-            cid = client_id_from_hello(reply.content, node)
-        except MessageError as exc:
-            log.warning("%s", exc)
-            continue
-        if cid in nodes:
-            raise MessageError(f"nodes {nodes[cid]} and {node} both claim this client id", client=cid,
-                               field="client-id")
-        nodes[cid] = node
-    if len(nodes) < min_nodes:
-        raise DropoutError(f"{len(nodes)} of {len(node_ids)} connected nodes named their client id in time, "
-                           f"{min_nodes} needed")
-    return nodes
 
 
 def run_session(grid: Grid, settings: SessionSettings, on_round: Callable[[FlowerRound], None] | None = None,
@@ -165,14 +127,6 @@ def round_to_dict(result: FlowerRound) -> dict:
     return {"round_id": result.report.round_id, "contributors": list(result.contributors),
             "total": [float(x) for x in result.total], "seconds": result.seconds,
             "report": result.report.to_dict(), "wire": result.wire.to_dict()}
-
-
-def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically (readers never see a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
 
 
 def make_server_app(settings: SessionSettings | None = None, record: dict | None = None) -> ServerApp:

@@ -46,23 +46,24 @@ import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from ..data import load_dataset, long_tail_indices
-from ..experiment.config import ExperimentConfig
-from ..experiment.setup import build_trainer, cycle_budget, split_budget
-from ..federated.fedavg import StateVector
-from ..federated.ownership import owner_thresholds
-from ..secagg.api import make_protocol
-from ..secagg.encoding import FixedPoint
-from ..secagg.errors import DropoutError, MessageError, SecAggError
-from ..secagg.machine import RoundSpec
-from ..strategies import ClientPools, derive_seed
-from ..strategies.fairfal import mean_gamma
-from ..strategies.fal_global import stage2_kmeans
-from .fal_client import SELECT_RECORD, SELECT_TYPE
-from .server_app import discover_clients, write_json
-from .run_config import settings_kwargs, to_run_config
-from .session_keys import SETUP_TYPE, ServerSetup, setup_group
-from .transport import ROUND_TYPE, Channel, FlowerRound, Patience, ServerRound, WireCosts, drive, grid_channel
+from ...data import load_dataset, long_tail_indices
+from ...experiment.config import ExperimentConfig
+from ...experiment.setup import build_trainer, cycle_budget, split_budget
+from ...federated.fedavg import StateVector
+from ...federated.ownership import owner_thresholds
+from ...secagg.api import make_protocol
+from ...secagg.encoding import FixedPoint
+from ...secagg.errors import DropoutError, MessageError, SecAggError
+from ...secagg.machine import RoundSpec
+from ...strategies import ClientPools, derive_seed
+from ...strategies.fairfal import mean_gamma
+from ...strategies.fal_global import stage2_kmeans
+from ..carrier.envelope import ROUND_TYPE
+from ..carrier.exchange import Channel, Patience, discover_clients, drive, grid_channel
+from ..carrier.run_config import settings_kwargs, to_run_config, write_json
+from ..carrier.server_round import FlowerRound, ServerRound, WireCosts
+from ..carrier.session_keys import SETUP_TYPE, ServerSetup, setup_group
+from .client_app import SELECT_RECORD, SELECT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class FalSettings:
 
     Attributes:
         experiment: JSON of ``ExperimentConfig.to_dict()`` (the clients read the same run config key).
-        timeout: floor (s) of the wait for the answers of each exchange (default 30; ``transport.Patience``).
+        timeout: floor (s) of the wait for the answers of each exchange (default 30; ``carrier.exchange.Patience``).
         min_nodes: nodes that must answer the hello (default 2).
         wait_nodes: seconds to wait for ``min_nodes`` nodes to connect (default 60).
         result_file: where to write the run's record as JSON after every cycle ('' = nowhere).

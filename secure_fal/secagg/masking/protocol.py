@@ -15,9 +15,9 @@ that dropped after sharing, from shares that the surviving clients reveal. Phase
 The result is the exact fixed-point sum over U3, bit for bit what the plaintext protocol returns for
 the same inputs and surviving set.
 
-Session mode (``rounds_per_setup=R``): a setup (``masking_setup.py``) does the advertise and share work of R
+Session mode (``rounds_per_setup=R``): a setup (``setup.py``) does the advertise and share work of R
 rounds at once, with independent secrets per round; each round then has only the masked_input and unmask
-phases (``masking_session.py``).
+phases (``session.py``).
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .api import SecureSumProtocol
-from .errors import InputError
-from .machine import ClientMachine, RoundSpec, ServerMachine
-from .masking_client import MaskingClient
-from .masking_graph import (NeighbourSetting, Neighbourhoods, ThresholdSetting, check_settings, neighbourhoods,
-                            session_neighbourhoods)
-from .masking_messages import Advertise, MaskedInput, Shares, Unmask
-from .masking_server import MaskingServer
-from .masking_session import SessionClient, SessionServer
-from .masking_setup import CLIENT_PHASES as SETUP_CLIENT_PHASES
-from .masking_setup import PHASE_OF_KIND as SETUP_KIND_PHASES
-from .masking_setup import ClientKeys, SessionServerKeys, SetupClient, SetupServer, SetupSpec
+from ..api import SecureSumProtocol
+from ..errors import InputError
+from ..machine import ClientMachine, RoundSpec, ServerMachine
+from .client import MaskingClient
+from .graph import (NeighbourSetting, Neighbourhoods, ThresholdSetting, check_settings, neighbourhoods,
+                    session_neighbourhoods)
+from .messages import Advertise, MaskedInput, Shares, Unmask
+from .server import MaskingServer
+from .session import SessionClient, SessionServer
+from .session_keys import ClientKeys, SessionServerKeys
+from .setup import SetupClient, SetupServer
+from .setup_messages import CLIENT_PHASES as SETUP_CLIENT_PHASES, PHASE_OF_KIND as SETUP_KIND_PHASES, SetupSpec
 
 __all__ = ["MaskingProtocol", "MaskingServer", "MaskingClient", "SessionServer", "SessionClient"]
 

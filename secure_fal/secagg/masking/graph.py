@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 
-from .errors import DropoutError, InputError, MessageError
-from .machine import RoundSpec
+from ..errors import DropoutError, InputError, MessageError
+from ..machine import RoundSpec
 from .prg import permutation
 
 NeighbourSetting = int | str | None

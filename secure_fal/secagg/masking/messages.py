@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .masking_keys import KEY_BYTES, TAG_BYTES
-from .messages import Message
+from ..messages import Message
+from .keys import KEY_BYTES, TAG_BYTES
 from .shamir import ELEMENT_BYTES
 
 PROTOCOL_ID = 3
@@ -127,4 +127,4 @@ class InputRequest(Message):
 KINDS = {m.KIND: m for m in (AdvertiseRequest, Advertise, PeerKeys, Shares, RelayedShares, MaskedInput,
                              UnmaskRequest, Unmask)}
 SESSION_KINDS = {m.KIND: m for m in (InputRequest, MaskedInput, UnmaskRequest, Unmask)}
-"""Kinds of a session-mode round: its advertise and share phases ran in the setup (``masking_setup.py``)."""
+"""Kinds of a session-mode round: its advertise and share phases ran in the setup (``setup.py``)."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, fields
+from pathlib import Path
 
 _CASTS = {int: int, float: float, str: str}
 
@@ -32,3 +35,11 @@ def settings_kwargs(cls: type, config: Mapping[str, object]) -> dict[str, object
 def to_run_config(settings: object) -> dict[str, object]:
     """The run config of a settings dataclass instance (field names with dashes)."""
     return {k.replace("_", "-"): v for k, v in asdict(settings).items()}
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically (readers never see a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(path)

@@ -3,7 +3,7 @@
 This module is what Flower loads for every message (in the deployment engine, a fresh process per message), so
 it imports nothing heavy: an exchange that needs neither the client's data nor a model (hello, key distribution,
 the later exchanges of a secure sum) costs the flwr and numpy imports and the protocol step only. The client's
-data and model code (``fal_node.FalClient``: torch, the strategies) is imported on the first message that needs
+data and model code (``node.FalClient``: torch, the strategies) is imported on the first message that needs
 it: the opening of a secure sum (its input) and selection requests.
 
 The client's data comes from its node config (``node_data``): its rows of the simulated split of the experiment
@@ -41,13 +41,13 @@ import numpy as np
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..secagg.errors import MessageError
-from ..secagg.machine import RoundSpec
-from .client_app import DEFAULT_PROTOCOLS, client_id_of, policy_of
-from .fal_candidates import LIGHT_INPUTS
+from ...secagg.errors import MessageError
+from ...secagg.machine import RoundSpec
+from ..carrier.envelope import HELLO_ACTION, ROUND_ACTION, NodePolicy, client_step, hello_content
+from ..carrier.node_config import DEFAULT_PROTOCOLS, client_id_of, policy_of
+from ..carrier.session_keys import SETUP_ACTION, client_setup_step
+from .candidates import LIGHT_INPUTS
 from .node_data import DataSource, data_source_of
-from .session_keys import SETUP_ACTION, client_setup_step
-from .transport import HELLO_ACTION, ROUND_ACTION, NodePolicy, client_step, hello_content
 
 log = logging.getLogger("flwr.secure_fal")  # Flower's handler prints it in the node's (or executor's) log
 
@@ -57,7 +57,7 @@ SELECT_RECORD = "secure_fal.select"
 LABELED_RECORD = "secure_fal.labeled"
 EXPERIMENT_KEY = "experiment"
 MODEL_INPUTS = ("fedavg", "gamma")
-"""Kinds of secure-sum input that need the client's data and model (``fal_node``); the others: ``LIGHT_INPUTS``."""
+"""Kinds of secure-sum input that need the client's data and model (``node``); the others: ``LIGHT_INPUTS``."""
 
 
 def experiment_json(run_config: Mapping[str, object]) -> str:
@@ -77,7 +77,7 @@ def round_input(state: RecordDict, cid: int, config_json: str, source: DataSourc
     if kind in LIGHT_INPUTS:
         vector = LIGHT_INPUTS[kind](state, cid, spec, workload)
     elif kind in MODEL_INPUTS:
-        from .fal_node import FalClient
+        from .node import FalClient
 
         vector = FalClient(config_json, cid, state, source).round_input(spec, workload)
     else:
@@ -94,9 +94,9 @@ def handle(action: str, content: RecordDict, state: RecordDict, cid: int, config
     """Answer one message of ``action`` (hello / setup / round / select) for client ``cid`` under the node's
     ``policy`` (``client_app.policy_of``), with the node's data from ``source``; the sans-I/O core of the app.
 
-    The client's data and model (``fal_node.FalClient``) are loaded only when the message needs them: the opening
+    The client's data and model (``node.FalClient``) are loaded only when the message needs them: the opening
     of a FedAvg or gamma sum, and selection requests; k-means and ownership inputs come from the kept candidates
-    (``fal_candidates``, numpy only).
+    (``candidates``, numpy only).
     """
     if action == HELLO_ACTION:
         return hello_content(cid)
@@ -107,7 +107,7 @@ def handle(action: str, content: RecordDict, state: RecordDict, cid: int, config
                            lambda spec, _, workload: round_input(state, cid, config_json, source, spec, workload),
                            policy)
     if action == SELECT_ACTION:
-        from .fal_node import FalClient
+        from .node import FalClient
 
         return FalClient(config_json, cid, state, source).select(content)
     raise MessageError(f"unknown action {action!r}", client=cid, field="message_type")

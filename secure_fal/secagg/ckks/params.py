@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import tenseal.sealapi as sa
 
-from .machine import RoundSpec
+from ..machine import RoundSpec
 
 NOISE_MAX = 21
 """Largest |coefficient| of SEAL's encryption noise (centred binomial distribution, 21 + 21 bits)."""

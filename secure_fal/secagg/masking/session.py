@@ -1,6 +1,6 @@
 """Machines of a session-mode masking round (protocols/masking.md §Session mode): a classic round
-(``masking_server.py`` / ``masking_client.py``) whose advertise and share phases ran in advance, in the
-session's setup (``masking_setup.py``). Client phases: ``masked_input`` and ``unmask``.
+(``server.py`` / ``client.py``) whose advertise and share phases ran in advance, in the
+session's setup (``setup.py``). Client phases: ``masked_input`` and ``unmask``.
 
     server -> every client   InputRequest          (0 bytes)
     client -> server         MaskedInput(y_u)       y_u masked with PRG(b_u(j)) and PRG(s_uv(j)), v its partners
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DropoutError, InputError, MessageError, ReplayError
-from .machine import RoundSpec
-from .masking_client import MaskingClient
-from .masking_graph import Neighbourhoods
-from .masking_messages import SESSION_KINDS, InputRequest, UnmaskRequest
-from .masking_server import MaskingServer
-from .masking_setup import ClientKeys, SessionServerKeys
+from ..errors import DropoutError, InputError, MessageError, ReplayError
+from ..machine import RoundSpec
+from .client import MaskingClient
+from .graph import Neighbourhoods
+from .messages import SESSION_KINDS, InputRequest, UnmaskRequest
+from .server import MaskingServer
+from .session_keys import ClientKeys, SessionServerKeys
 
 
 class SessionServer(MaskingServer):

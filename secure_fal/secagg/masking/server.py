@@ -1,4 +1,4 @@
-"""Server machine of the masking protocol (protocols/masking.md; overview in masking.py).
+"""Server machine of the masking protocol (protocols/masking.md; overview in protocol.py).
 
 The server collects each phase until every client still in the round has answered or ``on_timeout`` is
 called, then checks that enough clients remain (per closed neighbourhood, against the threshold t) before
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import masking_keys as keys
+from ..errors import DropoutError, MessageError
+from ..machine import RoundSpec, ServerMachine
+from . import keys
 from . import shamir
-from .errors import DropoutError, MessageError
-from .machine import RoundSpec, ServerMachine
-from .masking_graph import Neighbourhoods, check_holders
-from .masking_keys import MASK
-from .masking_messages import (KINDS, PROTOCOL_ID, SHARE_CIPHERTEXT_BYTES, Advertise, AdvertiseRequest,
-                               MaskedInput, PeerKeys, RelayedShares, Shares, Unmask, UnmaskRequest)
+from .graph import Neighbourhoods, check_holders
+from .keys import MASK
+from .messages import (KINDS, PROTOCOL_ID, SHARE_CIPHERTEXT_BYTES, Advertise, AdvertiseRequest, MaskedInput, PeerKeys,
+                       RelayedShares, Shares, Unmask, UnmaskRequest)
 from .prg import MaskAccumulator
 
 

@@ -11,7 +11,7 @@ failing in the masked-vector stage (after sharing their keys, the case that need
 What is measured, in the ServerApp: ``seconds``, the wall time of the SecAgg+ fit workflow alone (its
 four stages, from the setup message to the unmasked aggregate; after an untimed warm-up round trip to
 every node, no app start-up, no evaluation), and the
-bytes of every Flower Message that workflow sent and received (``transport.flower_bytes``: metadata and
+bytes of every Flower Message that workflow sent and received (``flower.carrier.envelope.flower_bytes``: metadata and
 records as Flower serializes them, before HTTP framing). The fit instructions carry a one-value
 placeholder model, so no model broadcast is counted: only what SecAgg+ itself moves. The workflow's Grid is wrapped so that it
 waits for replies by polling every 0.1 s, as our transport does, instead of Flower's 3 s in the
@@ -48,14 +48,14 @@ from flwr.server.workflow.default_workflows import default_fit_workflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid, ServerApp
 
-from .app_bundle import write_app_dir
-from .client_app import client_id_of
-from .server_app import write_json
-from .run_config import settings_kwargs, to_run_config
-from .synthetic import synthetic_input
-from .transport import exchange, flower_bytes
+from ..flower.app_bundle import write_app_dir
+from ..flower.carrier.envelope import flower_bytes
+from ..flower.carrier.exchange import exchange
+from ..flower.carrier.node_config import client_id_of
+from ..flower.carrier.run_config import settings_kwargs, to_run_config, write_json
+from ..flower.secure_sum.synthetic import synthetic_input
 
-ANCHOR_APPS = ("secure_fal.flower.secaggplus_anchor:server_app", "secure_fal.flower.secaggplus_anchor:client_app")
+ANCHOR_APPS = ("secure_fal.bench.flower_secaggplus:server_app", "secure_fal.bench.flower_secaggplus:client_app")
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class AnchorResult:
 
 class MeteredGrid(Grid):
     """A Grid that forwards to another, counting the bytes of every message pushed and pulled, and
-    waiting for replies with ``transport.exchange`` (polling every ``poll_s`` seconds)."""
+    waiting for replies with ``flower.carrier.exchange.exchange`` (polling every ``poll_s`` seconds)."""
 
     def __init__(self, grid: Grid, poll_s: float = 0.1) -> None:
         self.grid = grid
@@ -294,7 +294,7 @@ def time_secaggplus(length: int, clients: int, dropout_rate: float = 0.0, *, eng
     if engine == "simulation":
         from flwr.simulation import run_simulation
 
-        from .simulation import SIMULATION_BACKEND
+        from ..flower.simulation import SIMULATION_BACKEND
 
         settings = AnchorSettings(length, clients, dropout_rate, seed, bound, timeout=timeout)
         settings.check()
@@ -305,7 +305,7 @@ def time_secaggplus(length: int, clients: int, dropout_rate: float = 0.0, *, eng
             raise RuntimeError("the simulated SecAgg+ round produced no result (see Flower's log above)")
         result = sink[0]
     elif engine == "deployment":
-        from .loopback import LoopbackFederation
+        from ..flower.loopback import LoopbackFederation
 
         work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="secaggplus-anchor-"))
         result_file = work / "anchor-result.json"

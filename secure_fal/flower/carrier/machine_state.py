@@ -22,7 +22,7 @@ from types import MappingProxyType
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ..secagg.machine import ClientMachine
+from ...secagg.machine import ClientMachine
 
 
 def _private_key(raw: bytes) -> X25519PrivateKey:

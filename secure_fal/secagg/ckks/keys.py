@@ -22,14 +22,13 @@ and the members that acknowledged); on a member ``KeyClient.context`` (the priva
 
 The machines follow the interface of ``machine.py`` (``start``/``receive``/``on_timeout``, ``phase``, ``done``,
 ``spec.round_id``, ``contributors`` = the key holders), so the in-process transport (``run_round``) drives them
-(``distribute_keys``), and so does the Flower layer (``secure_fal/flower/session_keys.py``).
+(``distribute_keys``), and so does the Flower layer (``secure_fal/flower/carrier/session_keys.py``).
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -37,103 +36,16 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .ckks_context import CKKSContext
-from .ckks_params import CKKSParams
-from .errors import DecryptionError, DropoutError, MessageError, OutOfOrderError, ReplayError
-from .messages import SERVER, Header, Message, decode, encode
-from .report import Report
-from .transport import Faults, run_round
+from ..errors import DecryptionError, DropoutError, MessageError, OutOfOrderError, ReplayError
+from ..messages import SERVER, Header, Message, decode, encode
+from ..report import Report
+from ..transport import Faults, run_round
+from .context import CKKSContext
+from .key_messages import (CLIENT_PHASES, KEY_BYTES, KINDS, PHASE_OF_KIND, PROTOCOL_ID, SETUP_ROUND, TAG_BYTES,
+                           DealtKeys, KeyAck, KeyRequest, KeySetup, MemberKey, MemberKeys, SealedContext)
 
-PROTOCOL_ID = 4
-SETUP_ROUND = 0
-"""Round id in the headers of the key distribution (aggregation rounds are numbered from 1)."""
-KEY_BYTES = 32
-TAG_BYTES = 16
 LABEL = b"secure_fal/ckks-keys/v1/"
 _BINDING = struct.Struct(">Qii")
-
-
-@dataclass(frozen=True)
-class KeyRequest(Message):
-    """Server -> member: the session's members and its dealer; answer with a fresh X25519 public key."""
-
-    KIND = 1
-    members: tuple[int, ...]
-    dealer: int
-
-
-@dataclass(frozen=True)
-class MemberKey(Message):
-    """Member -> server: the raw 32 bytes of a fresh X25519 public key."""
-
-    KIND = 2
-    public_key: bytes
-
-
-@dataclass(frozen=True)
-class MemberKeys(Message):
-    """Server -> dealer: member id -> X25519 public key, for every other member that answered."""
-
-    KIND = 3
-    keys: dict[int, bytes]
-
-
-@dataclass(frozen=True)
-class DealtKeys(Message):
-    """Dealer -> server: the public context (``make_public().serialize()``) and, per member, its sealed
-    secret context (ciphertext || 16-byte tag)."""
-
-    KIND = 4
-    public_context: bytes
-    sealed: dict[int, bytes]
-
-
-@dataclass(frozen=True)
-class SealedContext(Message):
-    """Server -> member: the dealer's X25519 public key and this member's sealed secret context."""
-
-    KIND = 5
-    dealer_key: bytes
-    sealed: bytes
-
-
-@dataclass(frozen=True)
-class KeyAck(Message):
-    """Member -> server: the context decrypted, has the session's parameters and is kept."""
-
-    KIND = 6
-
-
-KINDS = {m.KIND: m for m in (KeyRequest, MemberKey, MemberKeys, DealtKeys, SealedContext, KeyAck)}
-CLIENT_PHASES = ("key", "deal", "ack")
-"""Phases in which members send: every member its key, the dealer the sealed contexts, the others an ack."""
-PHASE_OF_KIND = {MemberKey.KIND: "key", DealtKeys.KIND: "deal", KeyAck.KIND: "ack"}
-
-
-@dataclass(frozen=True)
-class KeySetup:
-    """Public parameters of one key distribution, known to the server and every member.
-
-    Attributes:
-        session: random 64-bit id of the aggregation session the keys are for.
-        members: ids of the clients that should receive the keys, sorted, distinct, each in [0, 2^31).
-        dealer: the member that generates the keys.
-        params: the session's CKKS parameters.
-    """
-
-    session: int
-    members: tuple[int, ...]
-    dealer: int
-    params: CKKSParams
-    round_id: ClassVar[int] = SETUP_ROUND
-
-    def __post_init__(self) -> None:
-        if list(self.members) != sorted(set(self.members)):
-            raise ValueError(f"members must be sorted and distinct, got {self.members}")
-        if not self.members or self.members[0] < 0 or self.members[-1] >= 2**31:
-            raise ValueError("members must be a non-empty set of ids in [0, 2^31)")
-        if self.dealer not in self.members:
-            raise ValueError(f"dealer {self.dealer} is not a member of {self.members}")
 
 
 def _binding(session: int, dealer: int, recipient: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Client machine of the masking protocol (protocols/masking.md; overview in masking.py)."""
+"""Client machine of the masking protocol (protocols/masking.md; overview in protocol.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import os
 
 import numpy as np
 
-from . import masking_keys as keys
+from ..errors import DecryptionError, DropoutError, MessageError
+from ..machine import ClientMachine, RoundSpec
+from ..messages import SERVER
+from . import keys
 from . import shamir
-from .errors import DecryptionError, DropoutError, MessageError
-from .machine import ClientMachine, RoundSpec
-from .masking_graph import Neighbourhoods, check_peer_keys, check_relayed_shares
-from .masking_keys import MASK, SHARE
-from .masking_messages import (KINDS, PEER_KEYS_BYTES, PROTOCOL_ID, Advertise, AdvertiseRequest, MaskedInput,
-                               PeerKeys, RelayedShares, Shares, Unmask, UnmaskRequest)
-from .messages import SERVER
+from .graph import Neighbourhoods, check_peer_keys, check_relayed_shares
+from .keys import MASK, SHARE
+from .messages import (KINDS, PEER_KEYS_BYTES, PROTOCOL_ID, Advertise, AdvertiseRequest, MaskedInput, PeerKeys,
+                       RelayedShares, Shares, Unmask, UnmaskRequest)
 from .prg import SEED_BYTES, MaskAccumulator
 
 

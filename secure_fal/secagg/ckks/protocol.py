@@ -10,7 +10,7 @@ Flow of a round (spec: protocols/ckks.md):
 Keys, once per session, by either of two paths that end in the same ``install_server_keys`` /
 ``install_client_key``: ``CKKSProtocol.setup`` (in-process: a key dealer, by default the smallest client id, or a
 separate key authority, generates the keys on this one object and hands each client its secret context out of
-band), or the in-band key distribution of ``ckks_keys.py`` (``key_setup``; used over Flower, where every party
+band), or the in-band key distribution of ``keys.py`` (``key_setup``; used over Flower, where every party
 has its own protocol object). The server gets a public context (parameters only, no key). The decryptor is the
 dealer when it contributed to the round, otherwise the smallest contributing client; if it does not answer, the
 server asks the next contributing client; when none is left the round fails with DropoutError.
@@ -25,52 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .api import SecureSumProtocol
-from .ckks_context import CKKSContext
-from .ckks_keys import CLIENT_PHASES as KEY_PHASES
-from .ckks_keys import PHASE_OF_KIND as KEY_PHASE_OF_KIND
-from .ckks_keys import KeyClient, KeyServer, KeySetup
-from .ckks_params import CKKSParams, RoundPlan
-from .errors import DecryptionError, DropoutError, InputError, MessageError
-from .machine import ClientMachine, RoundSpec, ServerMachine
-from .messages import SERVER, Message
-
-PROTOCOL_ID = 2
-
-
-@dataclass(frozen=True)
-class Request(Message):
-    """Server -> client: send your encrypted input for this round."""
-
-    KIND = 1
-
-
-@dataclass(frozen=True)
-class EncryptedInput(Message):
-    """Client -> server: chunk index (0 .. chunks-1) -> serialized CKKS ciphertext of N/2 slots."""
-
-    KIND = 2
-    chunks: dict[int, bytes]
-
-
-@dataclass(frozen=True)
-class DecryptRequest(Message):
-    """Server -> decryptor: the aggregate ciphertexts and the ids of the clients whose inputs they sum."""
-
-    KIND = 3
-    contributors: tuple[int, ...]
-    chunks: dict[int, bytes]
-
-
-@dataclass(frozen=True)
-class DecryptedSum(Message):
-    """Decryptor -> server: the sum as integers on the fixed-point grid, packed as ring elements (k/8 bytes)."""
-
-    KIND = 4
-    values: bytes
-
-
-KINDS = {m.KIND: m for m in (Request, EncryptedInput, DecryptRequest, DecryptedSum)}
+from ..api import SecureSumProtocol
+from ..errors import DecryptionError, DropoutError, InputError, MessageError
+from ..machine import ClientMachine, RoundSpec, ServerMachine
+from ..messages import SERVER
+from .context import CKKSContext
+from .key_messages import CLIENT_PHASES as KEY_PHASES, PHASE_OF_KIND as KEY_PHASE_OF_KIND, KeySetup
+from .keys import KeyClient, KeyServer
+from .messages import KINDS, PROTOCOL_ID, DecryptRequest, DecryptedSum, EncryptedInput, Request
+from .params import CKKSParams, RoundPlan
 
 
 def _load_chunks(context: CKKSContext, plan: RoundPlan, chunks: dict[int, bytes], *, client: int | None,
@@ -274,7 +237,7 @@ class CKKSProtocol(SecureSumProtocol):
             client).
 
     Keys come from ``setup`` (in-process, all keys on this one object) or are installed on each party's own
-    object after the in-band distribution of ``ckks_keys.py`` (``key_setup``): ``install_server_keys`` on the
+    object after the in-band distribution of ``keys.py`` (``key_setup``): ``install_server_keys`` on the
     server's, ``install_client_key`` / ``load_client_keys`` on a client's. Both paths install through the same
     two methods, and ``server`` / ``client`` then build the same machines.
     """
@@ -325,7 +288,7 @@ class CKKSProtocol(SecureSumProtocol):
                                     keygen_seconds)
 
     def key_setup(self, session: int, members: Sequence[int]) -> KeySetup:
-        """Public parameters of the in-band key distribution (``ckks_keys``) for ``members`` of ``session``:
+        """Public parameters of the in-band key distribution (``keys``) for ``members`` of ``session``:
         the dealer is the ``dealer`` option, else the smallest member.
 
         Raises:
@@ -356,7 +319,7 @@ class CKKSProtocol(SecureSumProtocol):
         return tuple(c for c in members if c in self.key_holders) if self.key_holders else members
 
     def setup_server(self, session: int, members: Sequence[int], first_round: int = 1) -> KeyServer:
-        """The server's machine of the in-band key distribution (``ckks_keys``; ``first_round`` is not used:
+        """The server's machine of the in-band key distribution (``keys``; ``first_round`` is not used:
         the keys serve the whole session); once ``done``, pass it to ``install_setup``."""
         return KeyServer(self.key_setup(session, members))
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..secagg.errors import InputError
+from ... import __version__
+from ...secagg.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def simulated_client_data(config, cid: int, cache_dir: str = "") -> ClientData:
     path = Path(cache_dir) / f"pool-{cache_key(asdict(config.data), config.seed, cid)}.npz" if cache_dir else None
     if path is not None and path.exists() and (cached := _load(path)) is not None:
         return cached
-    from ..experiment.setup import build_pools
+    from ...experiment.setup import build_pools
 
     pools = build_pools(config)
     if not 0 <= cid < pools.n_clients:
@@ -155,7 +155,7 @@ def simulated_client_data(config, cid: int, cache_dir: str = "") -> ClientData:
 
 def _check(data: ClientData, dataset: str, cid: int, where: str) -> ClientData:
     """Shapes and labels against the experiment's dataset; InputError naming the client and field ``data``."""
-    from ..data.datasets import SHAPES
+    from ...data.datasets import SHAPES
 
     want_shape, num_classes = SHAPES[dataset]
     if data.x.ndim != 4 or tuple(data.x.shape[1:]) != want_shape:
@@ -195,7 +195,7 @@ def _image_folder(root: Path, cid: int) -> tuple[np.ndarray, np.ndarray]:
 
 def own_client_data(source: DataSource, dataset: str, cid: int) -> ClientData:
     """The node's own data (``source.path``: ``.npz`` or image folder, see the module docstring)."""
-    from ..data.datasets import SHAPES
+    from ...data.datasets import SHAPES
 
     path = Path(source.path).expanduser()
     if path.is_dir():

@@ -25,13 +25,12 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from ..secagg.errors import InputError
-from ..secagg.machine import RoundSpec
-from .session_keys import SETUP_ACTION, client_setup_step
+from ...secagg.errors import InputError
+from ...secagg.machine import RoundSpec
+from ..carrier.envelope import HELLO_ACTION, ROUND_ACTION, InputSource, client_step, hello_content
+from ..carrier.node_config import DEFAULT_PROTOCOLS, client_id_of, policy_of
+from ..carrier.session_keys import SETUP_ACTION, client_setup_step
 from .synthetic import synthetic_input
-from .transport import HELLO_ACTION, ROUND_ACTION, InputSource, NodePolicy, client_step, hello_content
-
-DEFAULT_PROTOCOLS = "masking"
 
 
 def synthetic_inputs(spec: RoundSpec, cid: int, workload: Mapping[str, object]) -> np.ndarray:
@@ -41,28 +40,6 @@ def synthetic_inputs(spec: RoundSpec, cid: int, workload: Mapping[str, object]) 
         raise InputError(f"workload needs a non-negative int 'seed', got {seed!r}", client=cid,
                          round_id=spec.round_id, field="seed")
     return synthetic_input(seed, cid, spec.round_id, spec.length, spec.encoding.bound)
-
-
-def client_id_of(context: Context) -> int:
-    """This node's client id: node config ``client-id``, else ``partition-id`` (simulation engine)."""
-    for key in ("client-id", "partition-id"):
-        value = context.node_config.get(key)
-        if value is not None:
-            if not isinstance(value, int) or not 0 <= value < 2**31:
-                raise InputError(f"node config {key}={value!r} is not an int in [0, 2^31)", field=key)
-            return value
-    raise InputError("node config has neither 'client-id' nor 'partition-id' "
-                     "(start the SuperNode with --node-config \"client-id=<int>\")", field="client-id")
-
-
-def policy_of(context: Context, default_protocols: str = DEFAULT_PROTOCOLS) -> NodePolicy:
-    """This node's policy: node config ``protocols`` (else ``default_protocols``, comma-separated) and
-    ``min-clients`` (default 2)."""
-    raw = context.node_config.get("protocols", default_protocols)
-    min_clients = context.node_config.get("min-clients", 2)
-    if not isinstance(min_clients, int) or min_clients < 1:
-        raise InputError(f"node config min-clients={min_clients!r} is not an int >= 1", field="min-clients")
-    return NodePolicy(frozenset(p.strip() for p in str(raw).split(",") if p.strip()), min_clients)
 
 
 def make_client_app(inputs: InputSource = synthetic_inputs, protocols: str = DEFAULT_PROTOCOLS) -> ClientApp:

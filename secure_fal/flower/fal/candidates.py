@@ -1,10 +1,10 @@
 """FAL-Global's candidates on a node, in numpy alone: the inputs to k-means and ownership sums.
 
-After the ``candidates`` step (``fal_node``, with torch) a client keeps its stage-1 candidates in its node state
+After the ``candidates`` step (``node``, with torch) a client keeps its stage-1 candidates in its node state
 (record ``secure_fal.candidates``: positions, L2-normalised embeddings, uncertainty weights). Every later k-means and
 ownership round only needs those arrays and the round's public centres, so its opening is answered here without
 importing torch (``kmeans_stats``: the same floats as the in-process strategy). Also the message-field parsers that
-both this module and ``fal_node`` use.
+both this module and ``node`` use.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ConfigRecord, RecordDict
 
-from ..federated.kmeans_stats import DISTANCE_BOUND, centre_distances, cluster_stats
-from ..federated.ownership import ownership_keys, under_threshold
-from ..secagg.errors import MessageError
-from ..secagg.machine import RoundSpec
+from ...federated.kmeans_stats import DISTANCE_BOUND, centre_distances, cluster_stats
+from ...federated.ownership import ownership_keys, under_threshold
+from ...secagg.errors import MessageError
+from ...secagg.machine import RoundSpec
 
 CANDIDATES_RECORD = "secure_fal.candidates"
 

@@ -1,6 +1,6 @@
 """What one FAL client computes on its node: its inputs to secure sums, and its selections (heavy: torch).
 
-``fal_client.py`` (the ClientApp) imports this module only for a message that needs the client's data or model:
+``client_app.py`` (the ClientApp) imports this module only for a message that needs the client's data or model:
 the opening of a FedAvg, gamma, k-means or ownership sum, and selection requests. Hello, key distribution and the
 later exchanges of a sum (shares, unmask) never import it, nor torch.
 
@@ -23,19 +23,19 @@ import torch
 import torch._dynamo  # noqa: F401  (torch.optim imports it on first use, ~2 s; here a warm executor's preload has it)
 from flwr.app import ConfigRecord, RecordDict
 
-from ..experiment.config import ExperimentConfig
-from ..experiment.setup import build_strategy, build_trainer, initial_labeled
-from ..federated import SGDConfig, train_local
-from ..federated.fedavg import StateVector, client_seed
-from ..federated.ownership import owned_items
-from ..secagg.errors import InputError, MessageError
-from ..secagg.machine import RoundSpec
-from ..strategies import ClientPools, Cycle, FairFAL, FALGlobal, LocalQueryStrategy, derive_seed
-from ..strategies.fairfal import gamma_input
-from ..strategies.fal_global import Candidates
-from .fal_candidates import (CANDIDATES_RECORD, array_field, centres_field, int_field, keep_candidates,
-                             kept_candidates, ownership_keys_of)
-from .fal_client import LABELED_RECORD, SELECT_RECORD
+from ...experiment.config import ExperimentConfig
+from ...experiment.setup import build_strategy, build_trainer, initial_labeled
+from ...federated import SGDConfig, train_local
+from ...federated.fedavg import StateVector, client_seed
+from ...federated.ownership import owned_items
+from ...secagg.errors import InputError, MessageError
+from ...secagg.machine import RoundSpec
+from ...strategies import ClientPools, Cycle, FALGlobal, FairFAL, LocalQueryStrategy, derive_seed
+from ...strategies.fairfal import gamma_input
+from ...strategies.fal_global import Candidates
+from .candidates import (CANDIDATES_RECORD, array_field, centres_field, int_field, keep_candidates, kept_candidates,
+                         ownership_keys_of)
+from .client_app import LABELED_RECORD, SELECT_RECORD
 from .node_data import DataSource, client_data
 
 
@@ -103,8 +103,8 @@ class FalClient:
         self.strategy.use_global_model(cycle, self._global_model(cycle.index, raw, round_id)[0])
 
     def round_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
-        """This client's input to a FedAvg or gamma sum, by the workload's ``kind`` (``fal_client.round_input``
-        checks kind and length; k-means and ownership inputs need no model: ``fal_candidates``)."""
+        """This client's input to a FedAvg or gamma sum, by the workload's ``kind`` (``client_app.round_input``
+        checks kind and length; k-means and ownership inputs need no model: ``candidates``)."""
         return {"fedavg": self.fedavg_input, "gamma": self.gamma_input}[workload["kind"]](spec, workload)
 
     def fedavg_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:

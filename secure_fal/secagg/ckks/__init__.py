@@ -1,0 +1,14 @@
+"""CKKS homomorphic encryption over TenSEAL's SEAL bindings, spec protocols/ckks.md. One module per part:
+
+    protocol.py      ``CKKSProtocol`` (name "ckks"): the round's machines (clients encrypt, server adds, one key
+                     holder decrypts) and the protocol object
+    messages.py      the round's wire messages (protocol id 2)
+    params.py        ``CKKSParams``: ring, moduli, scale; the per-round plan and its error bound
+    context.py       ``CKKSContext``: keys and parameters as one party holds them
+    keys.py          the in-band key distribution: a dealer seals the secret context for each member
+    key_messages.py  the key distribution's wire messages (protocol id 4) and public parameters
+"""
+
+from .protocol import CKKSProtocol
+
+__all__ = ["CKKSProtocol"]

@@ -8,8 +8,10 @@ its register function to ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 from . import __version__
@@ -90,7 +92,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from .demo import DEFAULT_STRATEGY, DEFAULT_THREADS
     from .demo import run_demo as run_fal_demo
     from .device import get_device
-    from .experiment import ConfigError
 
     flags = {"seed": "seed", "device": "device", "protocol": "secure.protocol", "clients": "data.clients",
              "alpha": "data.alpha", "rounds": "training.rounds", "local_epochs": "training.local_epochs",
@@ -98,18 +99,10 @@ def run_demo(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, dest) for dest, key in flags.items() if getattr(args, dest) is not None}
     if args.hidden is not None:
         overrides["training.model_options"] = {"hidden": list(args.hidden)}
-    try:
-        get_device(args.device)   # an unknown or absent device: one line now, not a traceback later
-    except (ValueError, RuntimeError) as exc:
-        print(f"secure-fal demo: error: --device: {exc}", file=sys.stderr)
-        return 1
-    try:
-        run_fal_demo(args.strategy or DEFAULT_STRATEGY, quick=args.quick, baseline=not args.no_baseline,
-                     overrides=overrides, out=args.out or "runs/demo", quiet=args.quiet,
-                     threads=args.threads if args.threads is not None else DEFAULT_THREADS)
-    except ConfigError as exc:
-        print(f"secure-fal demo: error: {exc}", file=sys.stderr)
-        return 1
+    get_device(args.device)   # an unknown or absent device: one line now, not a traceback later
+    run_fal_demo(args.strategy or DEFAULT_STRATEGY, quick=args.quick, baseline=not args.no_baseline,
+                 overrides=overrides, out=args.out or "runs/demo", quiet=args.quiet,
+                 threads=args.threads if args.threads is not None else DEFAULT_THREADS)
     return 0
 
 
@@ -207,7 +200,7 @@ def add_config_overrides(p: argparse.ArgumentParser) -> None:
 
 def load_run_config(args: argparse.Namespace):
     """The ExperimentConfig of ``args.config`` with the flags of ``add_config_overrides`` applied; raises
-    ConfigError or FileNotFoundError."""
+    ConfigError (a missing file included)."""
     from .experiment import load_config, parse_override
 
     overrides = dict(parse_override(text) for text in args.set)
@@ -219,16 +212,12 @@ def load_run_config(args: argparse.Namespace):
 def run_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .experiment import ConfigError, ResumeError, results_table, run_experiment
+    config = load_run_config(args)
+    from .experiment import results_table, run_experiment
     from .experiment.runner import CURVE_FILE, RESULTS_FILE
 
-    try:
-        config = load_run_config(args)
-        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-        results = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
-    except (ConfigError, ResumeError, FileNotFoundError) as exc:
-        print(f"secure-fal run: error: {exc}", file=sys.stderr)
-        return 1
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    results = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
     print(results_table(results))
     print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}")
     return 0
@@ -256,10 +245,9 @@ def add_flower_app(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_flower_app(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .experiment import ConfigError
 
+    config = load_run_config(args)
     try:
         from .flower.app_bundle import FAL_APPS, toml_table, write_app_dir
         from .flower.fal_server import FLOWER_STRATEGIES, FalSettings, fal_run_config
@@ -267,14 +255,9 @@ def run_flower_app(args: argparse.Namespace) -> int:
         print(f"secure-fal flower-app: error: {exc} (install the extra: pip install 'secure_fal[flower]')",
               file=sys.stderr)
         return 1
-    try:
-        config = load_run_config(args)
-        if config.active.strategy not in FLOWER_STRATEGIES:
-            raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
-                              f"{', '.join(FLOWER_STRATEGIES)}")
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"secure-fal flower-app: error: {exc}", file=sys.stderr)
-        return 1
+    if config.active.strategy not in FLOWER_STRATEGIES:
+        raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
+                          f"{', '.join(FLOWER_STRATEGIES)}")
     out = write_app_dir(args.out, FalSettings().to_run_config(), name="secure-fal-fal", what="FAL experiments",
                         apps=FAL_APPS)
     run_config = fal_run_config(config, timeout=args.timeout, min_nodes=args.min_nodes or config.data.clients,
@@ -371,18 +354,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: sys.argv[1:]), run the subcommand, return its exit code.
 
-    Errors a user can fix (a missing dataset, an input beyond the public bound) print one line on stderr
-    and return 1.
+    Errors a user can fix (``secure_fal.errors.UserError``: a config value, a missing dataset or checkpoint; an
+    input beyond the public bound) print one line on stderr and return 1; warnings print one line each. Nothing
+    heavy is imported before the arguments are parsed: torch loads only when a command starts to compute.
     """
-    from .data import DatasetNotFoundError
-    from .secagg import SecAggError
-
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (DatasetNotFoundError, SecAggError) as exc:
-        print(f"secure-fal {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    from .errors import UserError
+    from .secagg.errors import SecAggError
+
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_show_warning, args.command)
+        try:
+            return args.func(args)
+        except (UserError, SecAggError) as exc:
+            print(f"secure-fal {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+
+
+def _show_warning(command: str, message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: a UserWarning as one line, anything else as Python shows it."""
+    if issubclass(category, UserWarning):
+        print(f"secure-fal {command}: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 if __name__ == "__main__":

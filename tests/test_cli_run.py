@@ -84,3 +84,13 @@ def test_config_errors_exit_1_with_one_line(config_file, tmp_path, capsys, argv_
 def test_missing_config_file(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.toml"), "--quiet"]) == 1
     assert "nope.toml" in capsys.readouterr().err
+
+
+def test_switching_the_sampler_drops_the_files_sampler_options(tmp_path, capsys):
+    path = tmp_path / "kappa.toml"
+    path.write_text(CONFIG.replace('strategy = "f-al"', 'strategy = "fairfal"\nsampler_options = {kappa = 2}'))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--cycles", "1", "--strategy", "f-al",
+                 "--sampler", "random"]) == 0
+    assert "warning: active.sampler_options: dropping {'kappa': 2}, set for sampler 'fairfal'" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["config"]["active"]["sampler_options"] == {}

@@ -60,17 +60,25 @@ import dataclasses
 import tomllib
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+from . import choices
+
 SPLITS = ("homogeneous", "dirichlet", "kmeans")
 PROTOCOLS = ("plaintext", "ckks", "masking")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration is invalid; the message names the key (``section.key``) and what is expected."""
+
+
+class ConfigWarning(UserWarning):
+    """The configuration runs, but not as its author may expect (the message names the key and why)."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,7 @@ class DataConfig:
     photons: float = 3.0
 
     def check(self) -> None:
-        from ..data import LOADERS
-
-        _choice("data.dataset", self.dataset, tuple(LOADERS))
+        _choice("data.dataset", self.dataset, choices.DATASETS)
         _choice("data.split", self.split, SPLITS)
         _require("data.clients", self.clients, self.clients >= 1, ">= 1")
         _require("data.alpha", self.alpha, self.alpha > 0, "> 0")
@@ -121,9 +127,7 @@ class TrainingConfig:
     finetune_epochs: int = 5
 
     def check(self) -> None:
-        from ..models import MODEL_NAMES
-
-        _choice("training.model", self.model, MODEL_NAMES)
+        _choice("training.model", self.model, choices.MODELS)
         _require("training.rounds", self.rounds, self.rounds >= 1, ">= 1")
         _require("training.local_epochs", self.local_epochs, self.local_epochs >= 1, ">= 1")
         _require("training.lr", self.lr, self.lr > 0, "> 0")
@@ -159,13 +163,10 @@ class ActiveConfig:
     threshold: float = 0.75
 
     def check(self) -> None:
-        from ..sampling import SAMPLERS
-        from ..strategies import STRATEGIES
-
-        _choice("active.strategy", self.strategy, tuple(STRATEGIES))
+        _choice("active.strategy", self.strategy, tuple(choices.STRATEGIES))
         if self.sampler is not None:
-            _choice("active.sampler", self.sampler, SAMPLERS)
-        accepted = STRATEGIES[self.strategy].samplers
+            _choice("active.sampler", self.sampler, choices.SAMPLERS)
+        accepted = choices.STRATEGIES[self.strategy].samplers
         if accepted is not None and self.sampler_name not in accepted:
             raise ConfigError(f"active.sampler: strategy {self.strategy!r} works with {sorted(accepted)}, "
                               f"got {self.sampler_name!r}")
@@ -185,9 +186,7 @@ class ActiveConfig:
     @property
     def sampler_name(self) -> str:
         """The sampler that runs: ``sampler``, or the strategy's default when omitted."""
-        from ..strategies import STRATEGIES
-
-        return self.sampler if self.sampler is not None else STRATEGIES[self.strategy].default_sampler
+        return self.sampler if self.sampler is not None else choices.STRATEGIES[self.strategy].default_sampler
 
 
 @dataclass(frozen=True)
@@ -243,11 +242,13 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     """Read a TOML config (None: all defaults) and apply dotted-key ``overrides``.
 
     Setting ``active.budget`` (in the file's [active] table or as an override) without ``active.query_fraction``
-    clears the default query_fraction, and vice versa.
+    clears the default query_fraction, and vice versa. An override that switches the sampler (``active.sampler``,
+    or ``active.strategy`` changing the default one) drops the file's ``active.sampler_options``, which were meant
+    for the file's sampler, with a ``ConfigWarning``; overriding ``active.sampler_options`` too keeps those.
 
     Raises:
-        ConfigError: unreadable TOML, unknown key, wrong type or invalid value (the message names the key).
-        FileNotFoundError: the file does not exist.
+        ConfigError: a missing file, unreadable TOML, unknown key, wrong type or invalid value (the message names
+            the key).
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -256,10 +257,15 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
                 raw = tomllib.load(f)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
     _exclusive_budget(raw.get("active"), None)
+    file_sampler = _sampler_of(raw)
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
         _exclusive_budget(raw.get("active"), key)
+    if "active.sampler_options" not in (overrides or {}):
+        _drop_foreign_sampler_options(raw, file_sampler)
     return ExperimentConfig.from_dict(raw)
 
 
@@ -315,6 +321,29 @@ def _exclusive_budget(active: Any, overridden: str | None) -> None:
         active["query_fraction"] = None
     elif overridden == "active.query_fraction" and active.get("query_fraction") is not None:
         active["budget"] = None
+
+
+def _sampler_of(raw: Mapping[str, Any]) -> str | None:
+    """The sampler a raw config document runs (its own or its strategy's default); None if not decidable."""
+    active = raw.get("active")
+    active = active if isinstance(active, Mapping) else {}
+    if active.get("sampler") is not None:
+        return active["sampler"]
+    choice = choices.STRATEGIES.get(active.get("strategy", ActiveConfig.strategy))
+    return choice.default_sampler if choice is not None else None
+
+
+def _drop_foreign_sampler_options(raw: dict, file_sampler: str | None) -> None:
+    """Remove ``active.sampler_options`` when the overrides switched the sampler away from ``file_sampler``."""
+    active = raw.get("active")
+    if not isinstance(active, dict) or not active.get("sampler_options"):
+        return
+    sampler = _sampler_of(raw)
+    if sampler != file_sampler:
+        warnings.warn(ConfigWarning(f"active.sampler_options: dropping {active['sampler_options']!r}, set for sampler "
+                                    f"{file_sampler!r}; the sampler is now {sampler!r} (give --set "
+                                    "active.sampler_options={...} to set its options)"), stacklevel=3)
+        del active["sampler_options"]
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..device import seed_everything
+from ..errors import UserError
 from ..secagg import CostTotals, Faults
 from ..strategies import ClientPools, Cycle, Strategy
 from .config import ExperimentConfig, config_differences
@@ -43,7 +44,7 @@ RESULTS_FORMAT = "secure_fal.results/1"
 CHECKPOINT_FORMAT = "secure_fal.checkpoint/1"
 
 
-class ResumeError(ValueError):
+class ResumeError(UserError, ValueError):
     """The output directory's checkpoint cannot be continued with this config (or is missing / in the way)."""
 
 

@@ -173,10 +173,14 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
         "run", help="run a federated active-learning experiment from a TOML config",
         description="Run (or resume) the active-learning cycles of a config: per cycle a fresh model is trained "
                     "by the strategy, evaluated, and (but the last cycle) clients select samples to label. Writes "
-                    "results.json, learning_curve.png and checkpoint.json (after every cycle) into --out.")
-    p.add_argument("config", help="TOML config (see secure_fal/experiment/config.py and examples/configs/)")
+                    "results.json, learning_curve.png and checkpoint.json (after every cycle) into --out. "
+                    "--resume continues the checkpoint's own config: flags given now change only their keys "
+                    "(--cycles N extends a finished run; --device moves it).")
+    p.add_argument("config", nargs="?",
+                   help="TOML config (see secure_fal/experiment/config.py and examples/configs/); with --resume "
+                        "optional, the checkpoint's config being used")
     p.add_argument("--out", help="output directory (default: runs/<config file name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the output directory's checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars (off anyway when not on a terminal)")
     add_config_overrides(p)
     p.set_defaults(func=run_run)
@@ -198,25 +202,54 @@ def add_config_overrides(p: argparse.ArgumentParser) -> None:
                    help="override any config key, e.g. --set data.alpha=100 --set active.quota=false (repeatable)")
 
 
-def load_run_config(args: argparse.Namespace):
-    """The ExperimentConfig of ``args.config`` with the flags of ``add_config_overrides`` applied; raises
-    ConfigError (a missing file included)."""
-    from .experiment import load_config, parse_override
+def command_line_overrides(args: argparse.Namespace) -> dict:
+    """Dotted config key -> value of the flags of ``add_config_overrides`` that were given."""
+    from .experiment import parse_override
 
     overrides = dict(parse_override(text) for text in args.set)
     overrides.update({key: getattr(args, dest) for dest, key in RUN_OVERRIDES.items()
                       if getattr(args, dest) is not None})
-    return load_config(args.config, overrides)
+    return overrides
+
+
+def load_run_config(args: argparse.Namespace):
+    """The ExperimentConfig of ``args.config`` with the flags of ``add_config_overrides`` applied; raises
+    ConfigError (a missing file included)."""
+    from .experiment import ConfigError, load_config
+
+    if args.config is None:
+        raise ConfigError("no config file given (or --resume with --out DIR to continue a run)")
+    return load_config(args.config, command_line_overrides(args))
+
+
+def resumed_run_config(args: argparse.Namespace, out):
+    """The config saved in ``out``'s checkpoint with the flags given now; a warning lists what a config file given
+    as well would have changed (it is not used)."""
+    from .experiment.checkpoint import resume_config
+    from .experiment.config import config_differences
+
+    config = resume_config(out, command_line_overrides(args))
+    if args.config is not None:
+        ignored = config_differences(config.to_dict(), load_run_config(args).to_dict())
+        if ignored:
+            warnings.warn(f"--resume continues the checkpoint's config; {args.config} differs in "
+                          f"{'; '.join(ignored)} (checkpoint -> file), which is not used. Give a flag or --set to "
+                          "change a key", UserWarning, stacklevel=2)
+    return config
 
 
 def run_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    config = load_run_config(args)
+    from .experiment import ConfigError
+
+    if args.out is None and args.config is None:
+        raise ConfigError("give a config file, or --out DIR with --resume")
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    config = resumed_run_config(args, out) if args.resume else load_run_config(args)
     from .experiment import results_table, run_experiment
     from .experiment.runner import CURVE_FILE, RESULTS_FILE
 
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     results = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
     print(results_table(results))
     print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}")

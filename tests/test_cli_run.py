@@ -94,3 +94,25 @@ def test_switching_the_sampler_drops_the_files_sampler_options(tmp_path, capsys)
                  "--sampler", "random"]) == 0
     assert "warning: active.sampler_options: dropping {'kappa': 2}, set for sampler 'fairfal'" in capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["config"]["active"]["sampler_options"] == {}
+
+
+def test_resume_continues_the_checkpoints_own_config(config_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(config_file), "--out", str(out), "--quiet", "--protocol", "masking", "--cycles", "1"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(config_file), "--out", str(out), "--quiet", "--resume"]) == 0     # no flag retyped
+    err = capsys.readouterr().err
+    assert "secure.protocol: 'masking' -> 'plaintext'" in err and "which is not used" in err
+    assert json.loads((out / "results.json").read_text())["config"]["secure"]["protocol"] == "masking"
+
+
+def test_more_cycles_extend_a_finished_run_as_if_it_had_run_longer(config_file, tmp_path):
+    longer, extended = tmp_path / "longer", tmp_path / "extended"
+    assert main(["run", str(config_file), "--out", str(longer), "--quiet", "--cycles", "3"]) == 0
+    assert main(["run", str(config_file), "--out", str(extended), "--quiet"]) == 0
+    assert main(["run", "--out", str(extended), "--quiet", "--resume", "--cycles", "3"]) == 0
+    a, b = (json.loads((d / "results.json").read_text()) for d in (longer, extended))
+    drop = {"train_seconds", "select_seconds", "seconds", "secure_aggregation"}
+    assert [{k: v for k, v in c.items() if k not in drop} for c in a["cycles"]] == \
+           [{k: v for k, v in c.items() if k not in drop} for c in b["cycles"]]
+    assert b["config"]["active"]["cycles"] == 3

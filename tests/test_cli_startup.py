@@ -28,7 +28,7 @@ def test_help_and_version_do_not_import_torch(argv):
 
 
 @pytest.mark.parametrize("toml, message", [
-    ("[data]\nclients = 0\n", "data.clients: expected >= 1"),
+    ("[data]\nclients = 0\n", "data.clients: expected >= 2 under every protocol"),
     ("[active]\nstrategy = 'nope'\n", "active.strategy: unknown value 'nope'"),
     ("[training]\nmodel = 'vit'\n", "training.model: unknown value 'vit'"),
 ])

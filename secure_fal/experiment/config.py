@@ -56,6 +56,7 @@ key, a wrong type or an out-of-range value raises ``ConfigError`` naming the key
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 import types
@@ -98,7 +99,9 @@ class DataConfig:
     def check(self) -> None:
         _choice("data.dataset", self.dataset, choices.DATASETS)
         _choice("data.split", self.split, SPLITS)
-        _require("data.clients", self.clients, self.clients >= 1, ">= 1")
+        _require("data.clients", self.clients, self.clients >= 2,
+                 ">= 2 under every protocol (with one client nothing is federated, and no protocol can hide the "
+                 "only input from the sum)")
         _require("data.alpha", self.alpha, self.alpha > 0, "> 0")
         _require("data.photons", self.photons, self.photons > 0, "> 0")
         if self.rho is not None:
@@ -259,6 +262,13 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+    return config_with_overrides(raw, overrides)
+
+
+def config_with_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """The checked config of a raw document (a parsed TOML file, or a saved ``to_dict``) with dotted-key
+    ``overrides`` applied as ``load_config`` describes; ``raw`` is not modified."""
+    raw = copy.deepcopy(dict(raw))
     _exclusive_budget(raw.get("active"), None)
     file_sampler = _sampler_of(raw)
     for key, value in (overrides or {}).items():
@@ -342,7 +352,7 @@ def _drop_foreign_sampler_options(raw: dict, file_sampler: str | None) -> None:
     if sampler != file_sampler:
         warnings.warn(ConfigWarning(f"active.sampler_options: dropping {active['sampler_options']!r}, set for sampler "
                                     f"{file_sampler!r}; the sampler is now {sampler!r} (give --set "
-                                    "active.sampler_options={...} to set its options)"), stacklevel=3)
+                                    "active.sampler_options={...} to set its options)"), stacklevel=4)
         del active["sampler_options"]
 
 

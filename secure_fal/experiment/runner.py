@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,40 +30,19 @@ import numpy as np
 from tqdm import tqdm
 
 from ..device import seed_everything
-from ..errors import UserError
 from ..secagg import CostTotals, Faults
 from ..strategies import ClientPools, Cycle, Strategy
-from .config import ExperimentConfig, config_differences
+from . import choices
+from .checkpoint import CHECKPOINT_FILE, ResumeError, RunState, checkpoint_document, load_checkpoint
+from .config import ConfigWarning, ExperimentConfig
+from .learnability import short_training_warning
 from .plot import plot_learning_curve
 from .setup import (build_aggregator, build_pools, build_strategy, build_trainer, cycle_budget, initial_labeled,
                     split_budget)
 
 RESULTS_FILE = "results.json"
-CHECKPOINT_FILE = "checkpoint.json"
 CURVE_FILE = "learning_curve.png"
 RESULTS_FORMAT = "secure_fal.results/1"
-CHECKPOINT_FORMAT = "secure_fal.checkpoint/1"
-
-
-class ResumeError(UserError, ValueError):
-    """The output directory's checkpoint cannot be continued with this config (or is missing / in the way)."""
-
-
-@dataclass
-class RunState:
-    """What a checkpoint holds: everything needed to continue after the last finished cycle.
-
-    Attributes:
-        labeled: client k -> int64 train indices labeled so far (in labeling order).
-        records: one dict per finished cycle (see ``run_experiment``).
-        strategy_state: the strategy's ``state_dict()``.
-        wall_seconds: wall time spent by the run so far, over every process that worked on it.
-    """
-
-    labeled: list[np.ndarray]
-    records: list[dict]
-    strategy_state: dict
-    wall_seconds: float
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
@@ -73,7 +53,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     Args:
         config: the experiment.
         out_dir: output directory (created if missing).
-        resume: continue from ``out_dir/checkpoint.json``; its config must equal ``config``.
+        resume: continue from ``out_dir/checkpoint.json``; ``config`` may differ from the checkpoint's only in
+            ``checkpoint.RESUMABLE`` keys (more ``active.cycles`` extend a finished run).
         quiet: no progress bars (they are also off when stderr is not a terminal).
         faults: (cycle, round id of the cycle's secure-aggregation session, 1-based) -> the fault plan of that
             secure sum, or None (tests: dropouts anywhere in FedAvg, k-means, ownership or gamma rounds).
@@ -84,8 +65,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     Returns:
         the results document (also written to results.json).
     Raises:
-        ResumeError: resume without a checkpoint, with a different config, or a fresh run into a directory
-            that already holds one.
+        ResumeError: resume without a checkpoint, from a damaged one, with a different config, or a fresh run into
+            a directory that already holds one.
         ConfigError: settings that do not fit the data (e.g. a budget of 0).
 
     Each cycle record holds: cycle, labeled (count), labeled_fraction, labeled_per_client, class_histogram of
@@ -106,20 +87,29 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     budget = cycle_budget(config, len(pools.y))
 
     if resume:
-        state = load_checkpoint(checkpoint_path, config)
+        state = load_checkpoint(checkpoint_path, config, pools)
+        if state.records and "budgets" not in state.records[-1] and len(state.records) < config.active.cycles:
+            state.records.pop()                      # a finished run extended: its last cycle is redone to select
+            state.strategy_state = state.strategy_state_before
         strategy.load_state_dict(state.strategy_state)
     elif checkpoint_path.exists():
         raise ResumeError(f"{out} already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it or "
                           "choose another output directory")
     else:
-        state = RunState(initial_labeled(pools, config.active.initial_fraction, config.seed), [], {}, 0.0)
+        state = RunState(initial_labeled(pools, config.active.initial_fraction, config.seed), [], {}, {}, 0.0)
     prior_seconds = state.wall_seconds
+    if len(state.records) < config.active.cycles:
+        text = short_training_warning(config, [len(lab) for lab in state.labeled], pools.num_classes,
+                                      strategy.federated)
+        if text:
+            warnings.warn(ConfigWarning(text), stacklevel=2)
 
     show = not quiet and sys.stderr.isatty()
     cycles = tqdm(range(len(state.records), config.active.cycles), desc=f"{config.name} cycles",
                   initial=len(state.records), total=config.active.cycles, disable=not show, unit="cycle")
     for c in cycles:
         plan = None if faults is None else functools.partial(faults, c)
+        state.strategy_state_before = strategy.state_dict()
         record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show, plan, plaintext_reference)
         state.records.append(record)
         state.strategy_state = strategy.state_dict()
@@ -239,42 +229,15 @@ def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, 
         "secure_aggregation": totals,
         "wall_seconds": state.wall_seconds,
         "strategy_state": state.strategy_state,
+        "warnings": [],
     }
+    if state.records:
+        text = short_training_warning(config, state.records[0]["labeled_per_client"], pools.num_classes,
+                                      choices.STRATEGIES[config.active.strategy].federated)
+        doc["warnings"] += [text] if text else []
     if reference:
         doc["plaintext_reference"] = reference
     return doc
-
-
-def checkpoint_document(config: ExperimentConfig, state: RunState) -> dict:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "config": config.to_dict(),
-        "cycles_done": len(state.records),
-        "labeled": [lab.tolist() for lab in state.labeled],
-        "records": state.records,
-        "strategy_state": state.strategy_state,
-        "wall_seconds": state.wall_seconds,
-    }
-
-
-def load_checkpoint(path: Path, config: ExperimentConfig) -> RunState:
-    """Read a checkpoint and check that it belongs to ``config``.
-
-    Raises:
-        ResumeError: no checkpoint, an unknown format, or a config that differs (the differences are listed).
-    """
-    if not path.exists():
-        raise ResumeError(f"nothing to resume: {path} does not exist")
-    with open(path) as f:
-        doc = json.load(f)
-    if doc.get("format") != CHECKPOINT_FORMAT:
-        raise ResumeError(f"{path}: format {doc.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    differences = config_differences(doc["config"], config.to_dict())
-    if differences:
-        raise ResumeError(f"{path} was written with a different config; refusing to resume. Differences "
-                          f"(checkpoint -> now): {'; '.join(differences)}")
-    return RunState([np.asarray(lab, dtype=np.int64) for lab in doc["labeled"]], doc["records"],
-                    doc["strategy_state"], float(doc["wall_seconds"]))
 
 
 def _write_json(path: Path, doc: dict) -> None:

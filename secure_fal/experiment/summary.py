@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .learnability import chance_note
+
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Columns right-aligned (the first left-aligned), a rule under the header."""
@@ -44,5 +46,7 @@ def results_table(results: Mapping) -> str:
         f"{totals.get('rounds', 0):.0f} rounds, {totals.get('total_bytes', 0) / 2**20:.2f} MiB, "
         f"{totals.get('server_seconds', 0) + totals.get('client_seconds', 0):.2f} s; "
         f"wall time {results['wall_seconds']:.1f} s",
+        *(f"warning: {text}" for text in results.get("warnings", [])),
     ]
-    return "\n".join(lines)
+    note = chance_note(results["final_accuracy"], results["data"]["num_classes"])
+    return "\n".join(lines + ([note] if note else []))

@@ -181,7 +181,10 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
                         "optional, the checkpoint's config being used")
     p.add_argument("--out", help="output directory (default: runs/<config file name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (off anyway when not on a terminal)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr (bars on a terminal, else a line per cycle); progress.log is written")
+    p.add_argument("--log-every", type=int, default=0, metavar="N",
+                   help="also a progress line every N FedAvg rounds (default 0: a line per cycle only)")
     add_config_overrides(p)
     p.set_defaults(func=run_run)
 
@@ -239,6 +242,7 @@ def resumed_run_config(args: argparse.Namespace, out):
 
 
 def run_run(args: argparse.Namespace) -> int:
+    """Run or resume; on a fresh run the per-cycle table is printed a row at a time as cycles finish."""
     from pathlib import Path
 
     from .experiment import ConfigError
@@ -247,11 +251,16 @@ def run_run(args: argparse.Namespace) -> int:
         raise ConfigError("give a config file, or --out DIR with --resume")
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     config = resumed_run_config(args, out) if args.resume else load_run_config(args)
-    from .experiment import results_table, run_experiment
+    from .experiment import run_experiment
     from .experiment.runner import CURVE_FILE, RESULTS_FILE
+    from .experiment.summary import CycleTable, results_footer, results_table, run_title
 
-    results = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
-    print(results_table(results))
+    table = CycleTable(config.active.strategy)
+    if not args.resume:
+        print(run_title(config.to_dict(), config.active.sampler_name), table.head(), sep="\n", flush=True)
+    results = run_experiment(config, out, resume=args.resume, quiet=args.quiet, log_every=args.log_every,
+                             on_cycle=None if args.resume else lambda record: print(table.row(record), flush=True))
+    print(results_table(results) if args.resume else results_footer(results))
     print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}")
     return 0
 

@@ -116,3 +116,26 @@ def test_more_cycles_extend_a_finished_run_as_if_it_had_run_longer(config_file, 
     assert [{k: v for k, v in c.items() if k not in drop} for c in a["cycles"]] == \
            [{k: v for k, v in c.items() if k not in drop} for c in b["cycles"]]
     assert b["config"]["active"]["cycles"] == 3
+
+
+def test_progress_lines_and_rows_appear_as_cycles_finish_when_not_on_a_terminal(config_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    seen = []
+
+    def spy(record):
+        seen.append(capsys.readouterr())      # what was printed by the time each cycle's record is known
+
+    import secure_fal.experiment.progress as progress_module
+    original = progress_module.Progress.cycle_done
+    progress_module.Progress.cycle_done = lambda self, record: (original(self, record), spy(record))
+    try:
+        assert main(["run", str(config_file), "--out", str(out), "--log-every", "1"]) == 0
+    finally:
+        progress_module.Progress.cycle_done = original
+    first = seen[0]
+    assert "cycle    labeled" in first.out                               # the header came before cycle 1 ended
+    assert "cli-test cycle 1/2 round 2/2: 3/3 clients, train loss" in first.err
+    assert "cli-test cycle 1/2: accuracy" in first.err
+    assert seen[1].out.startswith("0 ")                                # cycle 0's row, printed before cycle 1 ended
+    log = (out / "progress.log").read_text()
+    assert log.count("round") == 4 and "cycle 2/2: accuracy" in log and log.rstrip().endswith("s")

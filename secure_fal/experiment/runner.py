@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..device import seed_everything
 from ..secagg import CostTotals, Faults
@@ -36,6 +34,7 @@ from . import choices
 from .checkpoint import CHECKPOINT_FILE, ResumeError, RunState, checkpoint_document, load_checkpoint
 from .config import ConfigWarning, ExperimentConfig
 from .learnability import short_training_warning
+from .progress import Progress
 from .plot import plot_learning_curve
 from .setup import (build_aggregator, build_pools, build_strategy, build_trainer, cycle_budget, initial_labeled,
                     split_budget)
@@ -46,6 +45,7 @@ RESULTS_FORMAT = "secure_fal.results/1"
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
+                   log_every: int = 0,
                    faults: Callable[[int, int], Faults | None] | None = None,
                    on_cycle: Callable[[dict], None] | None = None, plaintext_reference: bool = False) -> dict:
     """Run (or resume) the experiment, writing results.json, learning_curve.png and checkpoint.json.
@@ -55,7 +55,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         out_dir: output directory (created if missing).
         resume: continue from ``out_dir/checkpoint.json``; ``config`` may differ from the checkpoint's only in
             ``checkpoint.RESUMABLE`` keys (more ``active.cycles`` extend a finished run).
-        quiet: no progress bars (they are also off when stderr is not a terminal).
+        quiet: no progress on stderr (``progress.Progress``: bars on a terminal, else a line per cycle);
+            ``progress.log`` in ``out_dir`` is written anyway.
+        log_every: also a progress line every this many FedAvg rounds (0: none).
         faults: (cycle, round id of the cycle's secure-aggregation session, 1-based) -> the fault plan of that
             secure sum, or None (tests: dropouts anywhere in FedAvg, k-means, ownership or gamma rounds).
         on_cycle: called with each finished cycle's record (the dict described below), after its checkpoint.
@@ -104,21 +106,25 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         if text:
             warnings.warn(ConfigWarning(text), stacklevel=2)
 
-    show = not quiet and sys.stderr.isatty()
-    cycles = tqdm(range(len(state.records), config.active.cycles), desc=f"{config.name} cycles",
-                  initial=len(state.records), total=config.active.cycles, disable=not show, unit="cycle")
-    for c in cycles:
-        plan = None if faults is None else functools.partial(faults, c)
-        state.strategy_state_before = strategy.state_dict()
-        record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show, plan, plaintext_reference)
-        state.records.append(record)
-        state.strategy_state = strategy.state_dict()
-        state.wall_seconds = prior_seconds + time.perf_counter() - started
-        _write_json(checkpoint_path, checkpoint_document(config, state))
-        cycles.set_postfix(acc=f"{record['accuracy']:.4f}", labeled=record["labeled"])
-        if on_cycle is not None:
-            on_cycle(record)
-    cycles.close()
+    progress = Progress(config.name, config.active.cycles, config.training.rounds, out, quiet=quiet,
+                        log_every=log_every)
+    try:
+        progress.start(len(state.records))
+        for c in range(len(state.records), config.active.cycles):
+            plan = None if faults is None else functools.partial(faults, c)
+            state.strategy_state_before = strategy.state_dict()
+            progress.cycle_started(c)
+            record = _run_cycle(config, pools, strategy, state.labeled, c, budget, progress, plan,
+                                plaintext_reference)
+            state.records.append(record)
+            state.strategy_state = strategy.state_dict()
+            state.wall_seconds = prior_seconds + time.perf_counter() - started
+            _write_json(checkpoint_path, checkpoint_document(config, state))
+            progress.cycle_done(record)
+            if on_cycle is not None:
+                on_cycle(record)
+    finally:
+        progress.close()
 
     state.wall_seconds = prior_seconds + time.perf_counter() - started
     results = results_document(config, pools, budget, state)
@@ -128,23 +134,14 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
 
 
 def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy, labeled: list[np.ndarray],
-               c: int, budget: int, show: bool, fault_plan: Callable[[int], Faults | None] | None,
+               c: int, budget: int, progress: Progress, fault_plan: Callable[[int], Faults | None] | None,
                plaintext_reference: bool = False) -> dict:
     """One cycle: train + evaluate, then (not in the last cycle) select and label. Updates ``labeled``."""
     t0 = time.perf_counter()
     aggregator = (build_aggregator(config, pools.n_clients, c, fault_plan, plaintext_reference=plaintext_reference)
                   if strategy.federated else None)
-    rounds = tqdm(total=config.training.rounds, desc=f"cycle {c} FedAvg", leave=False, disable=not show,
-                  unit="round")
-
-    def on_round(round_record) -> None:
-        if rounds.n >= rounds.total:
-            rounds.reset()
-        rounds.update(1)
-
-    cycle = Cycle(c, config.seed, aggregator, on_round)
+    cycle = Cycle(c, config.seed, aggregator, functools.partial(progress.round_done, c))
     evaluation = strategy.train(cycle, labeled)
-    rounds.close()
     t1 = time.perf_counter()
     all_labeled = np.concatenate(labeled)
     record: dict = {

@@ -185,6 +185,10 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
                    help="no progress on stderr (bars on a terminal, else a line per cycle); progress.log is written")
     p.add_argument("--log-every", type=int, default=0, metavar="N",
                    help="also a progress line every N FedAvg rounds (default 0: a line per cycle only)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars into OUT/tensorboard (needs the tensorboard package; "
+                        "cycles.csv and rounds.csv are always written)")
+    p.add_argument("--save-model", action="store_true", help="write the final model's weights to OUT/model.pt")
     add_config_overrides(p)
     p.set_defaults(func=run_run)
 
@@ -252,6 +256,7 @@ def run_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     config = resumed_run_config(args, out) if args.resume else load_run_config(args)
     from .experiment import run_experiment
+    from .experiment.metrics_log import CYCLES_CSV
     from .experiment.runner import CURVE_FILE, RESULTS_FILE
     from .experiment.summary import CycleTable, results_footer, results_table, run_title
 
@@ -259,9 +264,9 @@ def run_run(args: argparse.Namespace) -> int:
     if not args.resume:
         print(run_title(config.to_dict(), config.active.sampler_name), table.head(), sep="\n", flush=True)
     results = run_experiment(config, out, resume=args.resume, quiet=args.quiet, log_every=args.log_every,
-                             on_cycle=None if args.resume else lambda record: print(table.row(record), flush=True))
+                             tensorboard=args.tensorboard, save_model=args.save_model, on_cycle=None if args.resume else lambda record: print(table.row(record), flush=True))
     print(results_table(results) if args.resume else results_footer(results))
-    print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}")
+    print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}, {out / CYCLES_CSV}")
     return 0
 
 

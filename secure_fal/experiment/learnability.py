@@ -48,7 +48,7 @@ def short_training_warning(config: ExperimentConfig, labeled_sizes: Sequence[int
         return None
     schedule = ("training.rounds x local_epochs" if federated else "training.alone_epochs") + " x ceil(n / batch_size)"
     return (f"training: a client with the median initial labeled set ({n} samples) takes {steps} SGD steps per cycle "
-            f"({schedule}) at lr {config.training.lr:g}: lr x steps = {reach:.2f} < {MIN_REACH}. Training this short "
+            f"({schedule}) at lr {config.training.lr:g}: lr x steps = {reach:.3f} < {MIN_REACH}. Training this short "
             f"usually leaves the model near chance accuracy ({100 / num_classes:.0f} % for {num_classes} classes); "
             "raise training.rounds (--rounds), training.local_epochs or training.lr, or lower training.batch_size")
 

@@ -11,7 +11,9 @@ Per cycle c = 0 .. cycles-1:
 Every random draw derives from (seed, purpose, cycle[, client]) and each cycle has its own secure-aggregation
 session, so a run resumed from the checkpoint of cycle c computes exactly what an uninterrupted run computes.
 
-Output directory: ``results.json`` (``results_document``), ``learning_curve.png``, ``checkpoint.json``.
+Output directory: ``results.json`` (``results_document``), ``learning_curve.png``, ``checkpoint.json``,
+``progress.log`` (``progress.Progress``), ``cycles.csv`` and ``rounds.csv`` (``metrics_log.MetricsLog``, with
+``tensorboard/`` on request) and, on request, ``model.pt`` (the final model's weights).
 """
 
 from __future__ import annotations
@@ -28,24 +30,29 @@ from pathlib import Path
 import numpy as np
 
 from ..device import seed_everything
+from ..federated import RoundRecord
 from ..secagg import CostTotals, Faults
 from ..strategies import ClientPools, Cycle, Strategy
 from . import choices
 from .checkpoint import CHECKPOINT_FILE, ResumeError, RunState, checkpoint_document, load_checkpoint
 from .config import ConfigWarning, ExperimentConfig
 from .learnability import short_training_warning
+from .metrics import mix_accuracies, worst_class_accuracy
+from .metrics_log import MetricsLog
 from .progress import Progress
+from .provenance import provenance
 from .plot import plot_learning_curve
 from .setup import (build_aggregator, build_pools, build_strategy, build_trainer, cycle_budget, initial_labeled,
                     split_budget)
 
 RESULTS_FILE = "results.json"
 CURVE_FILE = "learning_curve.png"
+MODEL_FILE = "model.pt"
 RESULTS_FORMAT = "secure_fal.results/1"
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-                   log_every: int = 0,
+                   log_every: int = 0, tensorboard: bool = False, save_model: bool = False,
                    faults: Callable[[int, int], Faults | None] | None = None,
                    on_cycle: Callable[[dict], None] | None = None, plaintext_reference: bool = False) -> dict:
     """Run (or resume) the experiment, writing results.json, learning_curve.png and checkpoint.json.
@@ -58,6 +65,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         quiet: no progress on stderr (``progress.Progress``: bars on a terminal, else a line per cycle);
             ``progress.log`` in ``out_dir`` is written anyway.
         log_every: also a progress line every this many FedAvg rounds (0: none).
+        tensorboard: also write TensorBoard event files (``metrics_log.MetricsLog``; CSV files are always written).
+        save_model: write the final cycle's model to ``model.pt`` (``MODEL_FILE``; strategies that report one
+            model: every one but client-alone).
         faults: (cycle, round id of the cycle's secure-aggregation session, 1-based) -> the fault plan of that
             secure sum, or None (tests: dropouts anywhere in FedAvg, k-means, ownership or gamma rounds).
         on_cycle: called with each finished cycle's record (the dict described below), after its checkpoint.
@@ -72,7 +82,11 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         ConfigError: settings that do not fit the data (e.g. a budget of 0).
 
     Each cycle record holds: cycle, labeled (count), labeled_fraction, labeled_per_client, class_histogram of
-    the labeled set trained on, accuracy, client_accuracies (client-alone only), budgets and selected_per_client
+    the labeled set trained on, accuracy, test_loss (mean cross-entropy), train_loss (the participants' last local
+    epoch in the last FedAvg round; None without FedAvg), class_accuracies (per class of the test set),
+    worst_class_accuracy, client_mix_accuracies (per client: the class accuracies weighted by that client's pool's
+    class shares, ``metrics.mix_accuracies``), client_accuracies (client-alone only: each local model's test
+    accuracy), budgets and selected_per_client
     and selected_class_histogram (not in the last cycle), details (strategy specific, e.g. FairFAL's
     model_choice per client), secure_aggregation (rounds, total_bytes, server_seconds, client_seconds, values
     of the cycle's session), plaintext_reference (same keys; only with ``plaintext_reference``),
@@ -108,39 +122,56 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
 
     progress = Progress(config.name, config.active.cycles, config.training.rounds, out, quiet=quiet,
                         log_every=log_every)
+    logs = MetricsLog(out, config.training.rounds, tensorboard=tensorboard)
     try:
         progress.start(len(state.records))
+        logs.start(len(state.records))
         for c in range(len(state.records), config.active.cycles):
             plan = None if faults is None else functools.partial(faults, c)
             state.strategy_state_before = strategy.state_dict()
             progress.cycle_started(c)
-            record = _run_cycle(config, pools, strategy, state.labeled, c, budget, progress, plan,
+
+            def on_round(round_record, c=c) -> None:
+                progress.round_done(c, round_record)
+                logs.round_done(c, round_record)
+
+            record = _run_cycle(config, pools, strategy, state.labeled, c, budget, on_round, plan,
                                 plaintext_reference)
             state.records.append(record)
             state.strategy_state = strategy.state_dict()
             state.wall_seconds = prior_seconds + time.perf_counter() - started
             _write_json(checkpoint_path, checkpoint_document(config, state))
             progress.cycle_done(record)
+            logs.cycle_done(state.records)
             if on_cycle is not None:
                 on_cycle(record)
+            if save_model and c == config.active.cycles - 1:
+                _save_model(strategy, config, pools, out / MODEL_FILE)
     finally:
         progress.close()
+        logs.close()
 
     state.wall_seconds = prior_seconds + time.perf_counter() - started
-    results = results_document(config, pools, budget, state)
+    results = results_document(config, pools, budget, state, str(trainer.device))
     _write_json(out / RESULTS_FILE, results)
     plot_learning_curve(results, out / CURVE_FILE)
     return results
 
 
 def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy, labeled: list[np.ndarray],
-               c: int, budget: int, progress: Progress, fault_plan: Callable[[int], Faults | None] | None,
-               plaintext_reference: bool = False) -> dict:
+               c: int, budget: int, on_round: Callable[[RoundRecord], None],
+               fault_plan: Callable[[int], Faults | None] | None, plaintext_reference: bool = False) -> dict:
     """One cycle: train + evaluate, then (not in the last cycle) select and label. Updates ``labeled``."""
     t0 = time.perf_counter()
     aggregator = (build_aggregator(config, pools.n_clients, c, fault_plan, plaintext_reference=plaintext_reference)
                   if strategy.federated else None)
-    cycle = Cycle(c, config.seed, aggregator, functools.partial(progress.round_done, c))
+    rounds: list[RoundRecord] = []
+
+    def seen(round_record: RoundRecord) -> None:
+        rounds.append(round_record)
+        on_round(round_record)
+
+    cycle = Cycle(c, config.seed, aggregator, seen)
     evaluation = strategy.train(cycle, labeled)
     t1 = time.perf_counter()
     all_labeled = np.concatenate(labeled)
@@ -151,7 +182,13 @@ def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy,
         "labeled_per_client": [int(len(lab)) for lab in labeled],
         "class_histogram": _histogram(pools, all_labeled),
         "accuracy": evaluation.accuracy,
+        "test_loss": evaluation.loss,
+        "train_loss": rounds[-1].train_loss if rounds else None,
     }
+    if evaluation.class_accuracies is not None:
+        record.update(class_accuracies=evaluation.class_accuracies,
+                      worst_class_accuracy=worst_class_accuracy(evaluation.class_accuracies),
+                      client_mix_accuracies=mix_accuracies(evaluation.class_accuracies, _client_histograms(pools)))
     if evaluation.client_accuracies is not None:
         record["client_accuracies"] = evaluation.client_accuracies
     if c < config.active.cycles - 1:
@@ -195,6 +232,26 @@ def _check_selection(strategy: str, pools: ClientPools, labeled: Sequence[np.nda
         raise RuntimeError(f"strategy {strategy!r}, cycle {c}: picked {total} samples, budget {sum(budgets)}")
 
 
+def _client_histograms(pools: ClientPools) -> list[list[int]]:
+    """Per client, the class histogram of its whole pool (the split's class mix)."""
+    return [_histogram(pools, pool) for pool in pools.pools]
+
+
+def _save_model(strategy: Strategy, config: ExperimentConfig, pools: ClientPools, path: Path) -> None:
+    """``torch.save`` of {"state_dict", "model", "model_options", "in_channels", "image_size", "num_classes"}: what
+    ``secure_fal.models.build_model`` (or the config's model plug-in) needs to rebuild the model and load it."""
+    import torch
+
+    model = strategy.reported_model()
+    if model is None:
+        warnings.warn(f"--save-model: strategy {strategy.name!r} reports no single model (it averages several); "
+                      "nothing saved", UserWarning, stacklevel=3)
+        return
+    torch.save({"state_dict": model.state_dict(), "model": config.training.model,
+                "model_options": config.training.model_options, "in_channels": int(pools.x.shape[1]),
+                "image_size": int(pools.x.shape[2]), "num_classes": pools.num_classes}, path)
+
+
 def _histogram(pools: ClientPools, indices: np.ndarray) -> list[int]:
     labels = pools.y[np.asarray(indices, dtype=np.int64)].numpy()
     return np.bincount(labels, minlength=pools.num_classes).astype(int).tolist()
@@ -202,9 +259,10 @@ def _histogram(pools: ClientPools, indices: np.ndarray) -> list[int]:
 
 # -- documents --------------------------------------------------------------------------------------------
 
-def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState) -> dict:
-    """The results.json content: config, data sizes, per-cycle records, secure-aggregation totals (and
-    ``plaintext_reference`` totals when the run measured them), wall time."""
+def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState, device: str) -> dict:
+    """The results.json content: config, data sizes and the split's per-client class histograms, per-cycle records,
+    final accuracy and worst-class accuracy, secure-aggregation totals (and ``plaintext_reference`` totals when the
+    run measured them), wall time, warnings, provenance (``provenance.provenance`` with ``device`` resolved)."""
     totals: dict[str, float] = {}
     reference: dict[str, float] = {}
     for record in state.records:
@@ -219,14 +277,17 @@ def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, 
         "sampler": config.active.sampler_name,
         "data": {"train_size": int(len(pools.y)), "test_size": int(len(pools.y_test)),
                  "num_classes": pools.num_classes, "client_sizes": [int(len(p)) for p in pools.pools],
-                 "train_class_histogram": _histogram(pools, np.arange(len(pools.y)))},
+                 "train_class_histogram": _histogram(pools, np.arange(len(pools.y))),
+                 "client_class_histograms": _client_histograms(pools)},
         "budget_per_cycle": budget,
         "cycles": state.records,
         "final_accuracy": state.records[-1]["accuracy"] if state.records else None,
+        "final_worst_class_accuracy": state.records[-1].get("worst_class_accuracy") if state.records else None,
         "secure_aggregation": totals,
         "wall_seconds": state.wall_seconds,
         "strategy_state": state.strategy_state,
         "warnings": [],
+        "provenance": provenance(device),
     }
     if state.records:
         text = short_training_warning(config, state.records[0]["labeled_per_client"], pools.num_classes,

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .experiment.commands import add_compare, add_sweep
 
 PROTOCOL_NAMES = ("plaintext", "ckks", "masking")
 
@@ -385,7 +386,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 # -- entry point ------------------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_flower_app, add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_sweep, add_compare,
+                                                                 add_flower_app, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,8 @@ def _cli(*argv, cwd=None):
     return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["run", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["run", "--help"], ["sweep", "--help"],
+                                  ["compare", "--help"]])
 def test_help_and_version_do_not_import_torch(argv):
     done = _cli(*argv)
     assert done.returncode == 0 and "torch imported: False" in done.stderr

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..plugins import PluginError, is_plugin, load_plugin
+from .files import load_image_folder, load_npz
 
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
@@ -283,18 +285,51 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist": load_mnist,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
+    "npz": load_npz,
+    "folder": load_image_folder,
 }
 
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = False) -> Dataset:
-    """Load a dataset by name: 'digits' (default, bundled), 'fmnist', 'mnist', 'cifar10', 'cifar100'.
+    """Load a dataset by name: 'digits' (default, bundled), 'fmnist', 'mnist', 'cifar10', 'cifar100', 'npz' or
+    'folder' (your files at ``root``, see ``secure_fal.data.files``), or a plug-in ``module:function``.
+
+    A plug-in is called as ``function(root=root, download=download)`` and returns a ``Dataset`` (build one from
+    pixels in [0, 1] with ``make_dataset``); its shapes are checked (``check_dataset``).
 
     Args:
         root: folder holding (or receiving) the files; see the module docstring for where each is searched.
         download: allow torchvision to download a missing dataset (never done otherwise).
     Raises:
         DatasetNotFoundError: the files are missing and download is False (the message says how to get them).
+        PluginError: a plug-in that cannot be imported or returns an unusable dataset.
     """
+    if is_plugin(name):
+        data = load_plugin(name, "data.dataset")(root=root, download=download)
+        check_dataset(data, f"data.dataset {name!r}")
+        return data
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
     return LOADERS[name](root=root, download=download)
+
+
+def check_dataset(data: object, where: str) -> None:
+    """Raise PluginError (prefixed by ``where``) unless ``data`` is a ``Dataset`` of float (N, C, H, W) square
+    images, train and test of one shape, int64 labels (N,) in [0, num_classes), neither split empty."""
+    if not isinstance(data, Dataset):
+        raise PluginError(f"{where}: returned {type(data).__name__}, expected a secure_fal.data.Dataset "
+                          "(build one with secure_fal.data.make_dataset)")
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        problem = None
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            problem = "inputs and labels must be torch tensors"
+        elif x.ndim != 4 or x.shape[2] != x.shape[3] or not x.is_floating_point():
+            problem = f"inputs of shape {tuple(x.shape)} ({x.dtype}), expected float (N, C, H, H)"
+        elif x.shape[1:] != data.x_train.shape[1:]:
+            problem = f"inputs of shape {tuple(x.shape)}, the train inputs are (N, {tuple(data.x_train.shape[1:])})"
+        elif y.shape != (len(x),) or y.dtype != torch.int64 or len(x) == 0:
+            problem = f"labels of shape {tuple(y.shape)} ({y.dtype}), expected int64 ({len(x)},) with N >= 1"
+        elif y.min() < 0 or y.max() >= data.num_classes:
+            problem = f"labels must be in [0, {data.num_classes})"
+        if problem:
+            raise PluginError(f"{where}: {split} split: {problem}")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DATASETS = ("digits", "fmnist", "mnist", "cifar10", "cifar100")
-"""Dataset loaders (``data.dataset``)."""
+DATASETS = ("digits", "fmnist", "mnist", "cifar10", "cifar100", "npz", "folder")
+"""Built-in dataset loaders (``data.dataset``); a ``module:function`` plug-in is accepted besides."""
 
 MODELS = ("cnn", "mlp", "resnet18")
-"""Models (``training.model``)."""
+"""Built-in models (``training.model``); a ``module:function`` plug-in is accepted besides."""
 
 SAMPLERS = ("random", "margin", "entropy", "least-confidence", "kcenter", "badge", "iwkmeans", "fairfal")
 """Client-local samplers (``active.sampler``)."""

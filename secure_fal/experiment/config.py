@@ -7,8 +7,9 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     device = "auto"             # auto | cpu | cuda | cuda:N
 
     [data]
-    dataset = "digits"          # digits | fmnist | mnist | cifar10 | cifar100
-    root = "..."                # folder holding the dataset files (default: see secure_fal.data)
+    dataset = "digits"          # digits | fmnist | mnist | cifar10 | cifar100 | npz | folder | "module:function"
+    root = "..."                # folder holding the dataset files (default: $SECURE_FAL_DATA, else ./data_cache;
+                                # npz: the .npz file; folder: the folder of train/ and test/; see secure_fal.data)
     download = false            # allow torchvision to download a missing dataset
     rho = 20                    # global long-tail imbalance applied before splitting (omit: none)
     split = "dirichlet"         # homogeneous | dirichlet | kmeans
@@ -18,8 +19,8 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     photons = 3.0               # shot-noise strength (fewer photons: stronger noise)
 
     [training]
-    model = "cnn"               # cnn | mlp | resnet18
-    model_options = {}          # e.g. {hidden = [128, 64]} for the MLP
+    model = "cnn"               # cnn | mlp | resnet18 | "module:function" (a plug-in, see secure_fal.models)
+    model_options = {}          # e.g. {hidden = [128, 64]} for the MLP; a plug-in gets them as keyword arguments
     rounds = 100                # FedAvg rounds per cycle
     local_epochs = 5
     lr = 0.01
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..plugins import is_plugin
 from . import choices
 
 SPLITS = ("homogeneous", "dirichlet", "kmeans")
@@ -97,7 +99,11 @@ class DataConfig:
     photons: float = 3.0
 
     def check(self) -> None:
-        _choice("data.dataset", self.dataset, choices.DATASETS)
+        if not is_plugin(self.dataset):
+            _choice("data.dataset", self.dataset, choices.DATASETS + ("module:function (a plug-in)",))
+        if self.dataset in ("npz", "folder") and self.root is None:
+            raise ConfigError(f"data.root: data.dataset = {self.dataset!r} reads your files at data.root; set it "
+                              "(--set data.root=PATH)")
         _choice("data.split", self.split, SPLITS)
         _require("data.clients", self.clients, self.clients >= 2,
                  ">= 2 under every protocol (with one client nothing is federated, and no protocol can hide the "
@@ -130,7 +136,8 @@ class TrainingConfig:
     finetune_epochs: int = 5
 
     def check(self) -> None:
-        _choice("training.model", self.model, choices.MODELS)
+        if not is_plugin(self.model):
+            _choice("training.model", self.model, choices.MODELS + ("module:function (a plug-in)",))
         _require("training.rounds", self.rounds, self.rounds >= 1, ">= 1")
         _require("training.local_epochs", self.local_epochs, self.local_epochs >= 1, ">= 1")
         _require("training.lr", self.lr, self.lr > 0, "> 0")

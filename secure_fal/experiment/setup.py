@@ -10,7 +10,8 @@ import torch
 from ..data import dirichlet_split, homogeneous_split, kmeans_split, load_dataset, long_tail_indices, shot_noise
 from ..device import get_device
 from ..federated import FedAvgConfig, SGDConfig
-from ..models import build_model
+from ..models import build_model, check_model
+from ..plugins import is_plugin
 from ..sampling import get_sampler
 from ..secagg import Aggregator, CostTotals, Faults
 from ..strategies import ClientPools, Strategy, Trainer, derive_seed, get_strategy
@@ -65,6 +66,8 @@ def build_trainer(config: ExperimentConfig, pools: ClientPools) -> Trainer:
         model = make_model()
     except TypeError as exc:
         raise ConfigError(f"training.model_options: {exc}") from None
+    if is_plugin(t.model):
+        check_model(model, pools.x[:2], pools.num_classes, f"training.model {t.model!r}")
     _check_batch_norm_batches(config, model, pools)
     fedavg = FedAvgConfig(rounds=t.rounds, local_epochs=t.local_epochs,
                           sgd=SGDConfig(t.lr, t.momentum, t.weight_decay, t.batch_size),

@@ -113,3 +113,16 @@ def test_image_folder_dataset(tmp_path):
     (tmp_path / "train" / "cats").mkdir()
     with pytest.raises(DatasetFormatError, match="sub-folder 'cats' is not an integer class id"):
         load_dataset("folder", root=tmp_path)
+
+
+def test_the_shipped_example_plugins_pass_their_checks(monkeypatch):
+    from pathlib import Path
+
+    from secure_fal.models import build_model, check_model
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])         # the example config is run from the repo root
+    config = load_config("examples/configs/own_data_model.toml")
+    data = load_dataset(config.data.dataset)
+    model = build_model(config.training.model, data.in_channels, data.image_size, data.num_classes,
+                        **config.training.model_options)
+    check_model(model, data.x_train[:2], data.num_classes, "example")

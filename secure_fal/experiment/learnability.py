@@ -58,5 +58,5 @@ def chance_note(accuracy: float, num_classes: int) -> str | None:
     if accuracy >= CHANCE_MARGIN / num_classes:
         return None
     return (f"final accuracy {100 * accuracy:.1f} % is near chance ({100 / num_classes:.1f} % for {num_classes} "
-            "classes): the model did not learn. See the results' warnings; more training rounds, local epochs or a "
+            "classes): the model did not learn; more training rounds, local epochs or a "
             "larger lr usually fix it")

@@ -164,33 +164,33 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, jobs: int = 1,
     failed: dict[int, str] = {}
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
-    def report(i: int, started: float, results: dict | None, error: str | None) -> None:
+    def report(i: int, results: dict | None, error: str | None) -> None:
         name = cells[i].out.relative_to(out)
         if error is None:
             states[i] = "done"
             say(f"[{len(cells) - sum(s != 'done' for s in states)}/{len(cells)}] {name}: final accuracy "
-                f"{100 * results['final_accuracy']:.2f} % ({time.perf_counter() - started:.0f} s)")
+                f"{100 * results['final_accuracy']:.2f} % (run {results['wall_seconds']:.0f} s, sweep "
+                f"{time.perf_counter() - started:.0f} s)")
         else:
             failed[i] = error
             say(f"{name}: failed: {error}")
 
     args = [(configs[i].to_dict(), str(cells[i].out), states[i] == "resume", threads) for i in todo]
+    started = time.perf_counter()
     if jobs > 1 and len(todo) > 1:
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            started = time.perf_counter()
             futures = {pool.submit(_run_cell, *a): i for i, a in zip(todo, args)}
             for future in concurrent.futures.as_completed(futures):
                 error = future.exception()
-                report(futures[future], started, None if error else future.result(), _describe(error))
+                report(futures[future], None if error else future.result(), _describe(error))
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("once", UserWarning)       # a warning every cell gives is shown once
             for i, a in zip(todo, args):
-                started = time.perf_counter()
                 try:
-                    report(i, started, _run_cell(*a), None)
+                    report(i, _run_cell(*a), None)
                 except Exception as exc:  # a failed cell is reported; the others still run
-                    report(i, started, None, _describe(exc))
+                    report(i, None, _describe(exc))
     (out / SWEEP_FILE).write_text(json.dumps({
         "config": spec.config, "seeds": spec.seeds, "axes": spec.axes, "fixed": spec.fixed,
         "cells": [{"dir": str(c.out.relative_to(out)), "overrides": c.overrides, "state": states[i],

@@ -8,11 +8,14 @@ its register function to ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .experiment.commands import add_compare, add_sweep
 
 PROTOCOL_NAMES = ("plaintext", "ckks", "masking")
 
@@ -90,7 +93,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from .demo import DEFAULT_STRATEGY, DEFAULT_THREADS
     from .demo import run_demo as run_fal_demo
     from .device import get_device
-    from .experiment import ConfigError
 
     flags = {"seed": "seed", "device": "device", "protocol": "secure.protocol", "clients": "data.clients",
              "alpha": "data.alpha", "rounds": "training.rounds", "local_epochs": "training.local_epochs",
@@ -98,18 +100,10 @@ def run_demo(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, dest) for dest, key in flags.items() if getattr(args, dest) is not None}
     if args.hidden is not None:
         overrides["training.model_options"] = {"hidden": list(args.hidden)}
-    try:
-        get_device(args.device)   # an unknown or absent device: one line now, not a traceback later
-    except (ValueError, RuntimeError) as exc:
-        print(f"secure-fal demo: error: --device: {exc}", file=sys.stderr)
-        return 1
-    try:
-        run_fal_demo(args.strategy or DEFAULT_STRATEGY, quick=args.quick, baseline=not args.no_baseline,
-                     overrides=overrides, out=args.out or "runs/demo", quiet=args.quiet,
-                     threads=args.threads if args.threads is not None else DEFAULT_THREADS)
-    except ConfigError as exc:
-        print(f"secure-fal demo: error: {exc}", file=sys.stderr)
-        return 1
+    get_device(args.device)   # an unknown or absent device: one line now, not a traceback later
+    run_fal_demo(args.strategy or DEFAULT_STRATEGY, quick=args.quick, baseline=not args.no_baseline,
+                 overrides=overrides, out=args.out or "runs/demo", quiet=args.quiet,
+                 threads=args.threads if args.threads is not None else DEFAULT_THREADS)
     return 0
 
 
@@ -180,11 +174,22 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
         "run", help="run a federated active-learning experiment from a TOML config",
         description="Run (or resume) the active-learning cycles of a config: per cycle a fresh model is trained "
                     "by the strategy, evaluated, and (but the last cycle) clients select samples to label. Writes "
-                    "results.json, learning_curve.png and checkpoint.json (after every cycle) into --out.")
-    p.add_argument("config", help="TOML config (see secure_fal/experiment/config.py and examples/configs/)")
+                    "results.json, learning_curve.png and checkpoint.json (after every cycle) into --out. "
+                    "--resume continues the checkpoint's own config: flags given now change only their keys "
+                    "(--cycles N extends a finished run; --device moves it).")
+    p.add_argument("config", nargs="?",
+                   help="TOML config (see secure_fal/experiment/config.py and examples/configs/); with --resume "
+                        "optional, the checkpoint's config being used")
     p.add_argument("--out", help="output directory (default: runs/<config file name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the output directory's checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (off anyway when not on a terminal)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr (bars on a terminal, else a line per cycle); progress.log is written")
+    p.add_argument("--log-every", type=int, default=0, metavar="N",
+                   help="also a progress line every N FedAvg rounds (default 0: a line per cycle only)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars into OUT/tensorboard (needs the tensorboard package; "
+                        "cycles.csv and rounds.csv are always written)")
+    p.add_argument("--save-model", action="store_true", help="write the final model's weights to OUT/model.pt")
     add_config_overrides(p)
     p.set_defaults(func=run_run)
 
@@ -205,32 +210,64 @@ def add_config_overrides(p: argparse.ArgumentParser) -> None:
                    help="override any config key, e.g. --set data.alpha=100 --set active.quota=false (repeatable)")
 
 
-def load_run_config(args: argparse.Namespace):
-    """The ExperimentConfig of ``args.config`` with the flags of ``add_config_overrides`` applied; raises
-    ConfigError or FileNotFoundError."""
-    from .experiment import load_config, parse_override
+def command_line_overrides(args: argparse.Namespace) -> dict:
+    """Dotted config key -> value of the flags of ``add_config_overrides`` that were given."""
+    from .experiment import parse_override
 
     overrides = dict(parse_override(text) for text in args.set)
     overrides.update({key: getattr(args, dest) for dest, key in RUN_OVERRIDES.items()
                       if getattr(args, dest) is not None})
-    return load_config(args.config, overrides)
+    return overrides
+
+
+def load_run_config(args: argparse.Namespace):
+    """The ExperimentConfig of ``args.config`` with the flags of ``add_config_overrides`` applied; raises
+    ConfigError (a missing file included)."""
+    from .experiment import ConfigError, load_config
+
+    if args.config is None:
+        raise ConfigError("no config file given (or --resume with --out DIR to continue a run)")
+    return load_config(args.config, command_line_overrides(args))
+
+
+def resumed_run_config(args: argparse.Namespace, out):
+    """The config saved in ``out``'s checkpoint with the flags given now; a warning lists what a config file given
+    as well would have changed (it is not used)."""
+    from .experiment.checkpoint import resume_config
+    from .experiment.config import config_differences
+
+    config = resume_config(out, command_line_overrides(args))
+    if args.config is not None:
+        ignored = config_differences(config.to_dict(), load_run_config(args).to_dict())
+        if ignored:
+            warnings.warn(f"--resume continues the checkpoint's config; {args.config} differs in "
+                          f"{'; '.join(ignored)} (checkpoint -> file), which is not used. Give a flag or --set to "
+                          "change a key", UserWarning, stacklevel=2)
+    return config
 
 
 def run_run(args: argparse.Namespace) -> int:
+    """Run or resume; on a fresh run the per-cycle table is printed a row at a time as cycles finish."""
     from pathlib import Path
 
-    from .experiment import ConfigError, ResumeError, results_table, run_experiment
-    from .experiment.runner import CURVE_FILE, RESULTS_FILE
+    from .experiment import ConfigError
 
-    try:
-        config = load_run_config(args)
-        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-        results = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
-    except (ConfigError, ResumeError, FileNotFoundError) as exc:
-        print(f"secure-fal run: error: {exc}", file=sys.stderr)
-        return 1
-    print(results_table(results))
-    print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}")
+    if args.out is None and args.config is None:
+        raise ConfigError("give a config file, or --out DIR with --resume")
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    config = resumed_run_config(args, out) if args.resume else load_run_config(args)
+    from .experiment import run_experiment
+    from .experiment.metrics_log import CYCLES_CSV
+    from .experiment.runner import CURVE_FILE, RESULTS_FILE
+    from .experiment.summary import CycleTable, results_footer, results_table, run_title
+
+    table = CycleTable(config.active.strategy)
+    if not args.resume:
+        print(run_title(config.to_dict(), config.active.sampler_name), table.head(), sep="\n", flush=True)
+    results = run_experiment(config, out, resume=args.resume, quiet=args.quiet, log_every=args.log_every,
+                             tensorboard=args.tensorboard, save_model=args.save_model, on_cycle=None if args.resume else lambda record: print(table.row(record), flush=True))
+    print(results_table(results) if args.resume else results_footer(results))
+    print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}, {out / CYCLES_CSV}")
     return 0
 
 
@@ -256,10 +293,9 @@ def add_flower_app(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_flower_app(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .experiment import ConfigError
 
+    config = load_run_config(args)
     try:
         from .flower.app_bundle import FAL_APPS, toml_table, write_app_dir
         from .flower.fal.server_app import FLOWER_STRATEGIES, FalSettings, fal_run_config
@@ -267,14 +303,9 @@ def run_flower_app(args: argparse.Namespace) -> int:
         print(f"secure-fal flower-app: error: {exc} (install the extra: pip install 'secure_fal[flower]')",
               file=sys.stderr)
         return 1
-    try:
-        config = load_run_config(args)
-        if config.active.strategy not in FLOWER_STRATEGIES:
-            raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
-                              f"{', '.join(FLOWER_STRATEGIES)}")
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"secure-fal flower-app: error: {exc}", file=sys.stderr)
-        return 1
+    if config.active.strategy not in FLOWER_STRATEGIES:
+        raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
+                          f"{', '.join(FLOWER_STRATEGIES)}")
     out = write_app_dir(args.out, FalSettings().to_run_config(), name="secure-fal-fal", what="FAL experiments",
                         apps=FAL_APPS)
     run_config = fal_run_config(config, timeout=args.timeout, min_nodes=args.min_nodes or config.data.clients,
@@ -355,7 +386,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 # -- entry point ------------------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_flower_app, add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_sweep, add_compare,
+                                                                 add_flower_app, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,18 +403,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: sys.argv[1:]), run the subcommand, return its exit code.
 
-    Errors a user can fix (a missing dataset, an input beyond the public bound) print one line on stderr
-    and return 1.
+    Errors a user can fix (``secure_fal.errors.UserError``: a config value, a missing dataset or checkpoint; an
+    input beyond the public bound) print one line on stderr and return 1; warnings print one line each. Nothing
+    heavy is imported before the arguments are parsed: torch loads only when a command starts to compute.
     """
-    from .data import DatasetNotFoundError
-    from .secagg import SecAggError
-
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (DatasetNotFoundError, SecAggError) as exc:
-        print(f"secure-fal {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    from .errors import UserError
+    from .secagg.errors import SecAggError
+
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_show_warning, args.command)
+        try:
+            return args.func(args)
+        except (UserError, SecAggError) as exc:
+            print(f"secure-fal {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+
+
+def _show_warning(command: str, message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: a UserWarning as one line, anything else as Python shows it."""
+    if issubclass(category, UserWarning):
+        print(f"secure-fal {command}: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from .experiment import ExperimentConfig, load_config, plot_learning_curve, run_experiment
+from .experiment.metrics import class_balance
 from .experiment.runner import CHECKPOINT_FILE, CURVE_FILE, RESULTS_FILE
 from .experiment.summary import text_table
 
@@ -73,16 +74,6 @@ def baseline_of(strategy: str) -> tuple[str, str]:
     if accepted is None or BASELINE_SAMPLER in accepted:
         return strategy, BASELINE_SAMPLER
     return "f-al", BASELINE_SAMPLER
-
-
-def class_balance(histogram: Sequence[int]) -> float:
-    """Balance of a class histogram: Shannon entropy of the class shares over log(number of classes), in
-    [0, 1]; 1 = every class equally often, 0 = a single class. 0 for an empty histogram."""
-    total = sum(histogram)
-    if total <= 0 or len(histogram) < 2:
-        return 0.0
-    entropy = -sum(n / total * math.log(n / total) for n in histogram if n > 0)
-    return entropy / math.log(len(histogram))
 
 
 def cost_ratio(secure: Mapping[str, float], reference: Mapping[str, float] | None) -> tuple[float, float] | None:

@@ -11,25 +11,38 @@ import random
 import numpy as np
 import torch
 
+from .errors import UserError
+
 DEVICE_PREFERENCES = ("auto", "cpu", "cuda")
+
+
+class DeviceError(UserError, RuntimeError):
+    """The requested device is unknown or not on this machine."""
 
 
 def get_device(pref: str = "auto") -> torch.device:
     """The torch device to run on.
 
     Args:
-        pref: 'auto' (CUDA when available, else CPU), 'cpu', or 'cuda' (raises RuntimeError when no CUDA
-            device is available). A specific CUDA device such as 'cuda:1' is accepted too.
+        pref: 'auto' (CUDA when available, else CPU), 'cpu', or 'cuda'. A specific CUDA device such as 'cuda:1'
+            is accepted too.
+    Raises:
+        DeviceError: an unknown preference, or CUDA (that CUDA device) not available on this machine.
     """
     if pref == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if pref == "cpu":
         return torch.device("cpu")
+    where = f"device {pref!r} (--device, or device in the config)"
     if pref == "cuda" or pref.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {pref!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise DeviceError(f"{where}: CUDA is not available on this machine ({why}); use cpu or auto")
+        index = pref.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise DeviceError(f"{where}: this machine has CUDA devices cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return torch.device(pref)
-    raise ValueError(f"unknown device preference {pref!r}; choose one of {DEVICE_PREFERENCES} or 'cuda:N'")
+    raise DeviceError(f"{where}: unknown; choose one of {', '.join(DEVICE_PREFERENCES)} or cuda:N")
 
 
 def seed_everything(seed: int) -> None:

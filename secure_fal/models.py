@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .plugins import PluginError, is_plugin, load_plugin
+
 
 class EmbeddingClassifier(nn.Module):
     """Base: ``features`` maps (B, C, H, W) to (B, D), ``classifier`` maps (B, D) to logits."""
@@ -120,9 +122,15 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int, 
     """Model by name for inputs (B, in_channels, image_size, image_size).
 
     Args:
-        name: 'cnn' (reference CNN), 'mlp' (kwargs: hidden), or 'resnet18'.
-        kwargs: extra constructor arguments (CNN: width, blocks; MLP: hidden).
+        name: 'cnn' (reference CNN), 'mlp' (kwargs: hidden), 'resnet18', or a plug-in ``module:function``, called
+            as ``function(in_channels, image_size, num_classes, **kwargs)``; it returns an ``nn.Module`` with
+            ``embed(x) -> (B, D)``, ``head(z) -> (B, num_classes)``, ``forward = head(embed(x))`` and
+            ``embedding_dim = D`` (deriving from ``EmbeddingClassifier`` gives all but the two parts); the samplers
+            need the embedding. Check one with ``check_model``.
+        kwargs: extra constructor arguments (CNN: width, blocks; MLP: hidden; a plug-in: its own).
     """
+    if is_plugin(name):
+        return load_plugin(name, "training.model")(in_channels, image_size, num_classes, **kwargs)
     if name == "cnn":
         return CNN(in_channels, num_classes, image_size, **kwargs)
     if name == "mlp":
@@ -130,3 +138,25 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int, 
     if name == "resnet18":
         return ResNet18(in_channels, num_classes, **kwargs)
     raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+
+
+@torch.no_grad()
+def check_model(model: object, x: torch.Tensor, num_classes: int, where: str) -> None:
+    """Raise PluginError (prefixed by ``where``) unless ``model`` maps the (B, C, H, W) batch ``x`` (B >= 2) to
+    ``embed`` (B, embedding_dim) and ``forward`` logits (B, num_classes). The model is run in eval mode and left so."""
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"{where}: returned {type(model).__name__}, expected a torch.nn.Module")
+    missing = [a for a in ("embed", "head", "embedding_dim") if not hasattr(model, a)]
+    if missing:
+        raise PluginError(f"{where}: the model lacks {', '.join(missing)} (derive it from "
+                          "secure_fal.models.EmbeddingClassifier: the samplers need the embedding)")
+    model.eval()
+    try:
+        z, logits = model.embed(x), model(x)
+    except Exception as exc:   # any failure of user code on a batch of the data's shape
+        raise PluginError(f"{where}: fails on a batch of shape {tuple(x.shape)}: {type(exc).__name__}: {exc}") from None
+    if tuple(z.shape) != (len(x), model.embedding_dim):
+        raise PluginError(f"{where}: embed gives shape {tuple(z.shape)}, expected ({len(x)}, embedding_dim = "
+                          f"{model.embedding_dim})")
+    if tuple(logits.shape) != (len(x), num_classes):
+        raise PluginError(f"{where}: forward gives shape {tuple(logits.shape)}, expected ({len(x)}, {num_classes})")

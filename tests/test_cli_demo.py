@@ -65,7 +65,7 @@ def test_plaintext_demo_without_baseline_reports_no_ratio(tmp_path, capsys):
     (["--strategy", "nope"], "active.strategy: unknown value 'nope'"),
     (["--cycles", "0"], "active.cycles: expected >= 1"),
     (["--fedavg-only", "--quick", "--strategy", "f-al"], "--strategy, --quick, --out apply to the active-learning"),
-    (["--device", "tpu"], "--device: unknown device preference 'tpu'"),
+    (["--device", "tpu"], "device 'tpu' (--device, or device in the config): unknown"),
     (["--threads", "0"], "threads: expected >= 1, got 0"),
 ])
 def test_demo_errors_are_one_line(tmp_path, capsys, argv_tail, message):

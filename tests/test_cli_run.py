@@ -84,3 +84,58 @@ def test_config_errors_exit_1_with_one_line(config_file, tmp_path, capsys, argv_
 def test_missing_config_file(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.toml"), "--quiet"]) == 1
     assert "nope.toml" in capsys.readouterr().err
+
+
+def test_switching_the_sampler_drops_the_files_sampler_options(tmp_path, capsys):
+    path = tmp_path / "kappa.toml"
+    path.write_text(CONFIG.replace('strategy = "f-al"', 'strategy = "fairfal"\nsampler_options = {kappa = 2}'))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--cycles", "1", "--strategy", "f-al",
+                 "--sampler", "random"]) == 0
+    assert "warning: active.sampler_options: dropping {'kappa': 2}, set for sampler 'fairfal'" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["config"]["active"]["sampler_options"] == {}
+
+
+def test_resume_continues_the_checkpoints_own_config(config_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(config_file), "--out", str(out), "--quiet", "--protocol", "masking", "--cycles", "1"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(config_file), "--out", str(out), "--quiet", "--resume"]) == 0     # no flag retyped
+    err = capsys.readouterr().err
+    assert "secure.protocol: 'masking' -> 'plaintext'" in err and "which is not used" in err
+    assert json.loads((out / "results.json").read_text())["config"]["secure"]["protocol"] == "masking"
+
+
+def test_more_cycles_extend_a_finished_run_as_if_it_had_run_longer(config_file, tmp_path):
+    longer, extended = tmp_path / "longer", tmp_path / "extended"
+    assert main(["run", str(config_file), "--out", str(longer), "--quiet", "--cycles", "3"]) == 0
+    assert main(["run", str(config_file), "--out", str(extended), "--quiet"]) == 0
+    assert main(["run", "--out", str(extended), "--quiet", "--resume", "--cycles", "3"]) == 0
+    a, b = (json.loads((d / "results.json").read_text()) for d in (longer, extended))
+    drop = {"train_seconds", "select_seconds", "seconds", "secure_aggregation"}
+    assert [{k: v for k, v in c.items() if k not in drop} for c in a["cycles"]] == \
+           [{k: v for k, v in c.items() if k not in drop} for c in b["cycles"]]
+    assert b["config"]["active"]["cycles"] == 3
+
+
+def test_progress_lines_and_rows_appear_as_cycles_finish_when_not_on_a_terminal(config_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    seen = []
+
+    def spy(record):
+        seen.append(capsys.readouterr())      # what was printed by the time each cycle's record is known
+
+    import secure_fal.experiment.progress as progress_module
+    original = progress_module.Progress.cycle_done
+    progress_module.Progress.cycle_done = lambda self, record: (original(self, record), spy(record))
+    try:
+        assert main(["run", str(config_file), "--out", str(out), "--log-every", "1"]) == 0
+    finally:
+        progress_module.Progress.cycle_done = original
+    first = seen[0]
+    assert "cycle    labeled" in first.out                               # the header came before cycle 1 ended
+    assert "cli-test cycle 1/2 round 2/2: 3/3 clients, train loss" in first.err
+    assert "cli-test cycle 1/2: accuracy" in first.err
+    assert seen[1].out.startswith("0 ")                                # cycle 0's row, printed before cycle 1 ended
+    log = (out / "progress.log").read_text()
+    assert log.count("round") == 4 and "cycle 2/2: accuracy" in log and log.rstrip().endswith("s")

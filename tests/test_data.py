@@ -93,12 +93,19 @@ def test_fmnist_found_in_debian_folder(tmp_path, no_system_data, monkeypatch):
 def test_missing_datasets_say_how_to_get_them(tmp_path, no_system_data):
     with pytest.raises(DatasetNotFoundError, match="apt-get install dataset-fashion-mnist") as err:
         load_dataset("fmnist", root=tmp_path / "empty")
-    assert "--download" in str(err.value) and str(tmp_path / "empty") in str(err.value)
-    with pytest.raises(DatasetNotFoundError, match="--download"):
+    assert "--set data.download=true" in str(err.value) and str(tmp_path / "empty") in str(err.value)
+    with pytest.raises(DatasetNotFoundError, match="--set data.root=DIR"):
         load_dataset("mnist", root=tmp_path / "empty")
     for name in ("cifar10", "cifar100"):
-        with pytest.raises(DatasetNotFoundError, match="--download"):
+        with pytest.raises(DatasetNotFoundError, match="--set data.download=true"):
             load_dataset(name, root=tmp_path / "empty")
+
+
+def test_a_wrong_root_does_not_fall_back_to_the_system_copy(tmp_path, no_system_data, monkeypatch):
+    write_mnist_like(tmp_path / "debian", n_train=20)
+    monkeypatch.setattr(ds_mod, "DEBIAN_FMNIST_DIR", tmp_path / "debian")
+    with pytest.raises(DatasetNotFoundError, match=f"not found in any of: {tmp_path / 'typo'},"):
+        load_dataset("fmnist", root=tmp_path / "typo")
 
 
 def test_incomplete_idx_folder_is_not_used(tmp_path, no_system_data):

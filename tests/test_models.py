@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from secure_fal.device import get_device, seed_everything
+from secure_fal.device import DeviceError, get_device, seed_everything
 from secure_fal.models import CNN, MLP, build_model
 
 
@@ -73,5 +73,5 @@ def test_get_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             get_device("cuda")
-    with pytest.raises(ValueError, match="unknown device"):
+    with pytest.raises(DeviceError, match="device 'tpu' .*: unknown"):
         get_device("tpu")

@@ -8,7 +8,7 @@ same parameters (complete graph, threshold floor(2n/3) + 1):
 - ``flower``: Flower's SecAggPlusWorkflow + secaggplus_mod in Flower's simulation engine
   (``flower_secaggplus.time_secaggplus``): wall seconds of the 4-stage workflow in the ServerApp,
   and the bytes of every Flower Message it sent and received.
-- ``ours_flower``: our masking protocol over the same engine (``flower.server_app`` / ``client_app``,
+- ``ours_flower``: our masking protocol over the same engine (``flower.secure_sum.server_app`` / ``client_app``,
   dropouts by a mod that answers the masked-input exchange with an error): wall seconds of the round in
   the ServerApp (first send to result) and the bytes of every Flower Message of the round. Both sides
   poll for replies every 0.1 s and exclude start-up (each has an untimed warm-up exchange first), so

@@ -6,15 +6,17 @@ mean and standard deviation of the TRAIN split (pixels first scaled to [0, 1]); 
 Sources:
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, no download), split once into train/test
   with a fixed seeded stratified split (25% test): 1,347 train / 450 test.
-- ``fmnist``: Fashion-MNIST read from its idx ``.gz`` files. Searched in the user's ``root`` (and
-  ``root/FashionMNIST/raw``, torchvision's layout), then ``/usr/share/datasets/fashion-mnist`` (Debian package
-  ``dataset-fashion-mnist``), then the default data root; downloaded with torchvision only when asked.
-- ``mnist``: MNIST idx files, searched in ``root``, ``root/MNIST/raw`` and the default data root; download
+- ``fmnist``: Fashion-MNIST read from its idx ``.gz`` files: in ``root`` (or ``root/FashionMNIST/raw``,
+  torchvision's layout) when a root is given, and nowhere else; without a root in
+  ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``), then the default data root.
+  Downloaded with torchvision only when asked.
+- ``mnist``: MNIST idx files in ``root`` or ``root/MNIST/raw`` (without a root: the default data root); download
   via torchvision when asked.
-- ``cifar10``, ``cifar100``: torchvision's pickled batches under ``root``; download when asked.
+- ``cifar10``, ``cifar100``: torchvision's pickled batches under ``root`` (default: the default data root);
+  download when asked.
 
-Nothing is ever downloaded unless ``download=True``. The default data root is ``$SECURE_FAL_DATA`` or
-``./data_cache``.
+Nothing is ever downloaded unless ``download=True`` (config ``data.download``). The default data root is
+``$SECURE_FAL_DATA`` when set, else ``./data_cache``; ``data.root`` in a config overrides it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
+from ..plugins import PluginError, is_plugin, load_plugin
+from .files import load_image_folder, load_npz
+
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -38,11 +44,14 @@ IDX_FILES = {
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
+_DOWNLOAD_HINT = ("let torchvision download it into data.root (default $SECURE_FAL_DATA or ./data_cache) with "
+                  "--set data.download=true")
+
 # idx type code -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/ file format)
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset's files are not on this machine; the message says how to get them."""
 
 
@@ -201,20 +210,19 @@ def _load_idx_family(name: str, folder: str, candidates: list[Path], root: Path 
 def load_fmnist(root: str | Path | None = None, download: bool = False) -> Dataset:
     """Fashion-MNIST (60,000 train / 10,000 test, 1x28x28, 10 classes); see the module docstring."""
     root = Path(root) if root is not None else None
-    candidates = ([root, root / "FashionMNIST" / "raw"] if root else []) + [
-        DEBIAN_FMNIST_DIR, default_data_root() / "FashionMNIST" / "raw"]
+    candidates = ([root, root / "FashionMNIST" / "raw"] if root else
+                  [DEBIAN_FMNIST_DIR, default_data_root() / "FashionMNIST" / "raw"])
     return _load_idx_family("fmnist", "FashionMNIST", candidates, root, download,
-                            "Install it with `apt-get install dataset-fashion-mnist`, point --data-root at a "
-                            "folder holding the files, or pass --download (download=True).")
+                            "Install it with `apt-get install dataset-fashion-mnist`, set data.root to a folder "
+                            f"holding the files (--set data.root=DIR), or {_DOWNLOAD_HINT}.")
 
 
 def load_mnist(root: str | Path | None = None, download: bool = False) -> Dataset:
     """MNIST (60,000 train / 10,000 test, 1x28x28, 10 classes); see the module docstring."""
     root = Path(root) if root is not None else None
-    candidates = ([root, root / "MNIST" / "raw"] if root else []) + [default_data_root() / "MNIST" / "raw"]
+    candidates = [root, root / "MNIST" / "raw"] if root else [default_data_root() / "MNIST" / "raw"]
     return _load_idx_family("mnist", "MNIST", candidates, root, download,
-                            "Point --data-root at a folder holding the files, or pass --download "
-                            "(download=True).")
+                            f"Set data.root to a folder holding the files (--set data.root=DIR), or {_DOWNLOAD_HINT}.")
 
 
 # -- CIFAR (torchvision) ----------------------------------------------------------------------------------
@@ -222,9 +230,8 @@ def load_mnist(root: str | Path | None = None, download: bool = False) -> Datase
 def _load_cifar(name: str, folder: str, num_classes: int, root: str | Path | None, download: bool) -> Dataset:
     target = Path(root) if root is not None else default_data_root()
     if not (target / folder).is_dir() and not download:
-        raise DatasetNotFoundError(f"{name}: folder {target / folder} not found. Pass --download "
-                                   "(download=True) to fetch it with torchvision, or point --data-root at "
-                                   f"the folder that holds {folder}/.")
+        raise DatasetNotFoundError(f"{name}: folder {target / folder} not found. Set data.root to the folder that "
+                                   f"holds {folder}/ (--set data.root=DIR), or {_DOWNLOAD_HINT}.")
     import torchvision.datasets as tvd
 
     cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
@@ -278,18 +285,51 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist": load_mnist,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
+    "npz": load_npz,
+    "folder": load_image_folder,
 }
 
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = False) -> Dataset:
-    """Load a dataset by name: 'digits' (default, bundled), 'fmnist', 'mnist', 'cifar10', 'cifar100'.
+    """Load a dataset by name: 'digits' (default, bundled), 'fmnist', 'mnist', 'cifar10', 'cifar100', 'npz' or
+    'folder' (your files at ``root``, see ``secure_fal.data.files``), or a plug-in ``module:function``.
+
+    A plug-in is called as ``function(root=root, download=download)`` and returns a ``Dataset`` (build one from
+    pixels in [0, 1] with ``make_dataset``); its shapes are checked (``check_dataset``).
 
     Args:
         root: folder holding (or receiving) the files; see the module docstring for where each is searched.
         download: allow torchvision to download a missing dataset (never done otherwise).
     Raises:
         DatasetNotFoundError: the files are missing and download is False (the message says how to get them).
+        PluginError: a plug-in that cannot be imported or returns an unusable dataset.
     """
+    if is_plugin(name):
+        data = load_plugin(name, "data.dataset")(root=root, download=download)
+        check_dataset(data, f"data.dataset {name!r}")
+        return data
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
     return LOADERS[name](root=root, download=download)
+
+
+def check_dataset(data: object, where: str) -> None:
+    """Raise PluginError (prefixed by ``where``) unless ``data`` is a ``Dataset`` of float (N, C, H, W) square
+    images, train and test of one shape, int64 labels (N,) in [0, num_classes), neither split empty."""
+    if not isinstance(data, Dataset):
+        raise PluginError(f"{where}: returned {type(data).__name__}, expected a secure_fal.data.Dataset "
+                          "(build one with secure_fal.data.make_dataset)")
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        problem = None
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            problem = "inputs and labels must be torch tensors"
+        elif x.ndim != 4 or x.shape[2] != x.shape[3] or not x.is_floating_point():
+            problem = f"inputs of shape {tuple(x.shape)} ({x.dtype}), expected float (N, C, H, H)"
+        elif x.shape[1:] != data.x_train.shape[1:]:
+            problem = f"inputs of shape {tuple(x.shape)}, the train inputs are (N, {tuple(data.x_train.shape[1:])})"
+        elif y.shape != (len(x),) or y.dtype != torch.int64 or len(x) == 0:
+            problem = f"labels of shape {tuple(y.shape)} ({y.dtype}), expected int64 ({len(x)},) with N >= 1"
+        elif y.min() < 0 or y.max() >= data.num_classes:
+            problem = f"labels must be in [0, {data.num_classes})"
+        if problem:
+            raise PluginError(f"{where}: {split} split: {problem}")

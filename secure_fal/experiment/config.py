@@ -7,8 +7,9 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     device = "auto"             # auto | cpu | cuda | cuda:N
 
     [data]
-    dataset = "digits"          # digits | fmnist | mnist | cifar10 | cifar100
-    root = "..."                # folder holding the dataset files (default: see secure_fal.data)
+    dataset = "digits"          # digits | fmnist | mnist | cifar10 | cifar100 | npz | folder | "module:function"
+    root = "..."                # folder holding the dataset files (default: $SECURE_FAL_DATA, else ./data_cache;
+                                # npz: the .npz file; folder: the folder of train/ and test/; see secure_fal.data)
     download = false            # allow torchvision to download a missing dataset
     rho = 20                    # global long-tail imbalance applied before splitting (omit: none)
     split = "dirichlet"         # homogeneous | dirichlet | kmeans
@@ -18,8 +19,8 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     photons = 3.0               # shot-noise strength (fewer photons: stronger noise)
 
     [training]
-    model = "cnn"               # cnn | mlp | resnet18
-    model_options = {}          # e.g. {hidden = [128, 64]} for the MLP
+    model = "cnn"               # cnn | mlp | resnet18 | "module:function" (a plug-in, see secure_fal.models)
+    model_options = {}          # e.g. {hidden = [128, 64]} for the MLP; a plug-in gets them as keyword arguments
     rounds = 100                # FedAvg rounds per cycle
     local_epochs = 5
     lr = 0.01
@@ -56,21 +57,31 @@ key, a wrong type or an out-of-range value raises ``ConfigError`` naming the key
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+from ..plugins import is_plugin
+from . import choices
+
 SPLITS = ("homogeneous", "dirichlet", "kmeans")
 PROTOCOLS = ("plaintext", "ckks", "masking")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration is invalid; the message names the key (``section.key``) and what is expected."""
+
+
+class ConfigWarning(UserWarning):
+    """The configuration runs, but not as its author may expect (the message names the key and why)."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +99,15 @@ class DataConfig:
     photons: float = 3.0
 
     def check(self) -> None:
-        from ..data import LOADERS
-
-        _choice("data.dataset", self.dataset, tuple(LOADERS))
+        if not is_plugin(self.dataset):
+            _choice("data.dataset", self.dataset, choices.DATASETS + ("module:function (a plug-in)",))
+        if self.dataset in ("npz", "folder") and self.root is None:
+            raise ConfigError(f"data.root: data.dataset = {self.dataset!r} reads your files at data.root; set it "
+                              "(--set data.root=PATH)")
         _choice("data.split", self.split, SPLITS)
-        _require("data.clients", self.clients, self.clients >= 1, ">= 1")
+        _require("data.clients", self.clients, self.clients >= 2,
+                 ">= 2 under every protocol (with one client nothing is federated, and no protocol can hide the "
+                 "only input from the sum)")
         _require("data.alpha", self.alpha, self.alpha > 0, "> 0")
         _require("data.photons", self.photons, self.photons > 0, "> 0")
         if self.rho is not None:
@@ -121,9 +136,8 @@ class TrainingConfig:
     finetune_epochs: int = 5
 
     def check(self) -> None:
-        from ..models import MODEL_NAMES
-
-        _choice("training.model", self.model, MODEL_NAMES)
+        if not is_plugin(self.model):
+            _choice("training.model", self.model, choices.MODELS + ("module:function (a plug-in)",))
         _require("training.rounds", self.rounds, self.rounds >= 1, ">= 1")
         _require("training.local_epochs", self.local_epochs, self.local_epochs >= 1, ">= 1")
         _require("training.lr", self.lr, self.lr > 0, "> 0")
@@ -159,13 +173,10 @@ class ActiveConfig:
     threshold: float = 0.75
 
     def check(self) -> None:
-        from ..sampling import SAMPLERS
-        from ..strategies import STRATEGIES
-
-        _choice("active.strategy", self.strategy, tuple(STRATEGIES))
+        _choice("active.strategy", self.strategy, tuple(choices.STRATEGIES))
         if self.sampler is not None:
-            _choice("active.sampler", self.sampler, SAMPLERS)
-        accepted = STRATEGIES[self.strategy].samplers
+            _choice("active.sampler", self.sampler, choices.SAMPLERS)
+        accepted = choices.STRATEGIES[self.strategy].samplers
         if accepted is not None and self.sampler_name not in accepted:
             raise ConfigError(f"active.sampler: strategy {self.strategy!r} works with {sorted(accepted)}, "
                               f"got {self.sampler_name!r}")
@@ -185,9 +196,7 @@ class ActiveConfig:
     @property
     def sampler_name(self) -> str:
         """The sampler that runs: ``sampler``, or the strategy's default when omitted."""
-        from ..strategies import STRATEGIES
-
-        return self.sampler if self.sampler is not None else STRATEGIES[self.strategy].default_sampler
+        return self.sampler if self.sampler is not None else choices.STRATEGIES[self.strategy].default_sampler
 
 
 @dataclass(frozen=True)
@@ -243,11 +252,13 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     """Read a TOML config (None: all defaults) and apply dotted-key ``overrides``.
 
     Setting ``active.budget`` (in the file's [active] table or as an override) without ``active.query_fraction``
-    clears the default query_fraction, and vice versa.
+    clears the default query_fraction, and vice versa. An override that switches the sampler (``active.sampler``,
+    or ``active.strategy`` changing the default one) drops the file's ``active.sampler_options``, which were meant
+    for the file's sampler, with a ``ConfigWarning``; overriding ``active.sampler_options`` too keeps those.
 
     Raises:
-        ConfigError: unreadable TOML, unknown key, wrong type or invalid value (the message names the key).
-        FileNotFoundError: the file does not exist.
+        ConfigError: a missing file, unreadable TOML, unknown key, wrong type or invalid value (the message names
+            the key).
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -256,10 +267,22 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
                 raw = tomllib.load(f)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+    return config_with_overrides(raw, overrides)
+
+
+def config_with_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """The checked config of a raw document (a parsed TOML file, or a saved ``to_dict``) with dotted-key
+    ``overrides`` applied as ``load_config`` describes; ``raw`` is not modified."""
+    raw = copy.deepcopy(dict(raw))
     _exclusive_budget(raw.get("active"), None)
+    file_sampler = _sampler_of(raw)
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
         _exclusive_budget(raw.get("active"), key)
+    if "active.sampler_options" not in (overrides or {}):
+        _drop_foreign_sampler_options(raw, file_sampler)
     return ExperimentConfig.from_dict(raw)
 
 
@@ -315,6 +338,29 @@ def _exclusive_budget(active: Any, overridden: str | None) -> None:
         active["query_fraction"] = None
     elif overridden == "active.query_fraction" and active.get("query_fraction") is not None:
         active["budget"] = None
+
+
+def _sampler_of(raw: Mapping[str, Any]) -> str | None:
+    """The sampler a raw config document runs (its own or its strategy's default); None if not decidable."""
+    active = raw.get("active")
+    active = active if isinstance(active, Mapping) else {}
+    if active.get("sampler") is not None:
+        return active["sampler"]
+    choice = choices.STRATEGIES.get(active.get("strategy", ActiveConfig.strategy))
+    return choice.default_sampler if choice is not None else None
+
+
+def _drop_foreign_sampler_options(raw: dict, file_sampler: str | None) -> None:
+    """Remove ``active.sampler_options`` when the overrides switched the sampler away from ``file_sampler``."""
+    active = raw.get("active")
+    if not isinstance(active, dict) or not active.get("sampler_options"):
+        return
+    sampler = _sampler_of(raw)
+    if sampler != file_sampler:
+        warnings.warn(ConfigWarning(f"active.sampler_options: dropping {active['sampler_options']!r}, set for sampler "
+                                    f"{file_sampler!r}; the sampler is now {sampler!r} (give --set "
+                                    "active.sampler_options={...} to set its options)"), stacklevel=4)
+        del active["sampler_options"]
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:

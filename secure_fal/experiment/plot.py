@@ -1,44 +1,64 @@
-"""Learning curves (test accuracy against labeled samples) as PNG, drawn with matplotlib's Agg canvas."""
+"""Learning curves as PNG, drawn with matplotlib's Agg canvas: the mean over seeds per method, with a band and
+error bars of +- one standard deviation when a method has several runs; the legend sits outside the axes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .grouping import group_runs, title_of
 
-def plot_learning_curve(results: Mapping | Mapping[str, Mapping], path: str | Path, *,
-                        title: str | None = None) -> None:
-    """Write a PNG of accuracy (%) against the share of the train set labeled (%), one line per run.
+METRICS = {"accuracy": "test accuracy (%)", "worst_class_accuracy": "worst-class test accuracy (%)"}
+"""Cycle-record keys a curve can show -> y-axis label."""
+
+
+def plot_learning_curve(results: Mapping | Mapping[str, Mapping | Sequence[Mapping]], path: str | Path, *,
+                        title: str | None = None, metric: str = "accuracy") -> None:
+    """Write a PNG of ``metric`` (%) against the share of the train set labeled (%), one curve per method.
 
     Args:
-        results: one results document (``secure_fal.experiment.runner.results_document``), or a mapping
-            label -> results document to compare runs.
+        results: one results document (``runner.results_document``); or label -> a results document, or a list of
+            them (one per seed: the curve is their mean, with a +- 1 std band and error bars); or a list of results
+            documents, grouped into methods by what differs between their configs (``grouping.group_runs``).
         path: PNG file to write.
-        title: figure title; default: dataset, split and protocol of the first run.
+        title: figure title; default: what every run shares and what differs between them (``grouping.title_of``).
+        metric: a key of ``METRICS``.
+    Raises:
+        ValueError: no run, or an unknown metric.
     """
-    runs = {_label(results): results} if "cycles" in results else dict(results)
-    if not runs:
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if isinstance(results, Mapping) and "cycles" in results:
+        methods = {f"{results['strategy']} ({results['sampler']})": [results]}
+    elif isinstance(results, Mapping):
+        methods = {label: [runs] if isinstance(runs, Mapping) else list(runs) for label, runs in results.items()}
+    else:
+        methods = group_runs(results)[0]
+    everything = [run for runs in methods.values() for run in runs]
+    if not everything:
         raise ValueError("no run to plot")
-    figure = Figure(figsize=(6.4, 4.4), dpi=120)
+    figure = Figure(figsize=(7.6, 4.4), dpi=120)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for label, run in runs.items():
-        cycles = run["cycles"]
-        ax.plot([100 * c["labeled_fraction"] for c in cycles], [100 * c["accuracy"] for c in cycles],
-                marker="o", label=label)
-    first = next(iter(runs.values()))["config"]
-    ax.set_title(title or f"{first['data']['dataset']}, {first['data']['split']} split, "
-                          f"{first['data']['clients']} clients, {first['secure']['protocol']}")
+    for label, runs in methods.items():
+        n = min(len(r["cycles"]) for r in runs)
+        x = np.mean([[100 * c["labeled_fraction"] for c in r["cycles"][:n]] for r in runs], axis=0)
+        y = np.array([[100 * (c.get(metric) if c.get(metric) is not None else np.nan) for c in r["cycles"][:n]]
+                      for r in runs])
+        mean = np.nanmean(y, axis=0)
+        if len(runs) > 1:
+            std = np.nanstd(y, axis=0, ddof=1)
+            line = ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=f"{label} (n={len(runs)})")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=line.lines[0].get_color())
+        else:
+            ax.plot(x, mean, marker="o", label=label)
+    ax.set_title(title or title_of(everything, group_runs(everything)[1]), fontsize="medium", wrap=True)
     ax.set_xlabel("labeled share of the train set (%)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(METRICS[metric])
     ax.grid(True, alpha=0.3)
-    ax.legend()
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-
-
-def _label(results: Mapping) -> str:
-    return f"{results['strategy']} ({results['sampler']})"
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    figure.savefig(path, format="png", bbox_inches="tight")

@@ -11,7 +11,9 @@ Per cycle c = 0 .. cycles-1:
 Every random draw derives from (seed, purpose, cycle[, client]) and each cycle has its own secure-aggregation
 session, so a run resumed from the checkpoint of cycle c computes exactly what an uninterrupted run computes.
 
-Output directory: ``results.json`` (``results_document``), ``learning_curve.png``, ``checkpoint.json``.
+Output directory: ``results.json`` (``results_document``), ``learning_curve.png``, ``checkpoint.json``,
+``progress.log`` (``progress.Progress``), ``cycles.csv`` and ``rounds.csv`` (``metrics_log.MetricsLog``, with
+``tensorboard/`` on request) and, on request, ``model.pt`` (the final model's weights).
 """
 
 from __future__ import annotations
@@ -19,52 +21,37 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..device import seed_everything
+from ..federated import RoundRecord
 from ..secagg import CostTotals, Faults
 from ..strategies import ClientPools, Cycle, Strategy
-from .config import ExperimentConfig, config_differences
+from . import choices
+from .checkpoint import CHECKPOINT_FILE, ResumeError, RunState, checkpoint_document, load_checkpoint
+from .config import ConfigWarning, ExperimentConfig
+from .learnability import short_training_warning
+from .metrics import mix_accuracies, worst_class_accuracy
+from .metrics_log import MetricsLog
+from .progress import Progress
+from .provenance import provenance
 from .plot import plot_learning_curve
 from .setup import (build_aggregator, build_pools, build_strategy, build_trainer, cycle_budget, initial_labeled,
                     split_budget)
 
 RESULTS_FILE = "results.json"
-CHECKPOINT_FILE = "checkpoint.json"
 CURVE_FILE = "learning_curve.png"
+MODEL_FILE = "model.pt"
 RESULTS_FORMAT = "secure_fal.results/1"
-CHECKPOINT_FORMAT = "secure_fal.checkpoint/1"
-
-
-class ResumeError(ValueError):
-    """The output directory's checkpoint cannot be continued with this config (or is missing / in the way)."""
-
-
-@dataclass
-class RunState:
-    """What a checkpoint holds: everything needed to continue after the last finished cycle.
-
-    Attributes:
-        labeled: client k -> int64 train indices labeled so far (in labeling order).
-        records: one dict per finished cycle (see ``run_experiment``).
-        strategy_state: the strategy's ``state_dict()``.
-        wall_seconds: wall time spent by the run so far, over every process that worked on it.
-    """
-
-    labeled: list[np.ndarray]
-    records: list[dict]
-    strategy_state: dict
-    wall_seconds: float
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
+                   log_every: int = 0, tensorboard: bool = False, save_model: bool = False,
                    faults: Callable[[int, int], Faults | None] | None = None,
                    on_cycle: Callable[[dict], None] | None = None, plaintext_reference: bool = False) -> dict:
     """Run (or resume) the experiment, writing results.json, learning_curve.png and checkpoint.json.
@@ -72,8 +59,14 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     Args:
         config: the experiment.
         out_dir: output directory (created if missing).
-        resume: continue from ``out_dir/checkpoint.json``; its config must equal ``config``.
-        quiet: no progress bars (they are also off when stderr is not a terminal).
+        resume: continue from ``out_dir/checkpoint.json``; ``config`` may differ from the checkpoint's only in
+            ``checkpoint.RESUMABLE`` keys (more ``active.cycles`` extend a finished run).
+        quiet: no progress on stderr (``progress.Progress``: bars on a terminal, else a line per cycle);
+            ``progress.log`` in ``out_dir`` is written anyway.
+        log_every: also a progress line every this many FedAvg rounds (0: none).
+        tensorboard: also write TensorBoard event files (``metrics_log.MetricsLog``; CSV files are always written).
+        save_model: write the final cycle's model to ``model.pt`` (``MODEL_FILE``; strategies that report one
+            model: every one but client-alone).
         faults: (cycle, round id of the cycle's secure-aggregation session, 1-based) -> the fault plan of that
             secure sum, or None (tests: dropouts anywhere in FedAvg, k-means, ownership or gamma rounds).
         on_cycle: called with each finished cycle's record (the dict described below), after its checkpoint.
@@ -83,12 +76,16 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     Returns:
         the results document (also written to results.json).
     Raises:
-        ResumeError: resume without a checkpoint, with a different config, or a fresh run into a directory
-            that already holds one.
+        ResumeError: resume without a checkpoint, from a damaged one, with a different config, or a fresh run into
+            a directory that already holds one.
         ConfigError: settings that do not fit the data (e.g. a budget of 0).
 
     Each cycle record holds: cycle, labeled (count), labeled_fraction, labeled_per_client, class_histogram of
-    the labeled set trained on, accuracy, client_accuracies (client-alone only), budgets and selected_per_client
+    the labeled set trained on, accuracy, test_loss (mean cross-entropy), train_loss (the participants' last local
+    epoch in the last FedAvg round; None without FedAvg), class_accuracies (per class of the test set),
+    worst_class_accuracy, client_mix_accuracies (per client: the class accuracies weighted by that client's pool's
+    class shares, ``metrics.mix_accuracies``), client_accuracies (client-alone only: each local model's test
+    accuracy), budgets and selected_per_client
     and selected_class_histogram (not in the last cycle), details (strategy specific, e.g. FairFAL's
     model_choice per client), secure_aggregation (rounds, total_bytes, server_seconds, client_seconds, values
     of the cycle's session), plaintext_reference (same keys; only with ``plaintext_reference``),
@@ -105,55 +102,76 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     budget = cycle_budget(config, len(pools.y))
 
     if resume:
-        state = load_checkpoint(checkpoint_path, config)
+        state = load_checkpoint(checkpoint_path, config, pools)
+        if state.records and "budgets" not in state.records[-1] and len(state.records) < config.active.cycles:
+            state.records.pop()                      # a finished run extended: its last cycle is redone to select
+            state.strategy_state = state.strategy_state_before
         strategy.load_state_dict(state.strategy_state)
     elif checkpoint_path.exists():
         raise ResumeError(f"{out} already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it or "
                           "choose another output directory")
     else:
-        state = RunState(initial_labeled(pools, config.active.initial_fraction, config.seed), [], {}, 0.0)
+        state = RunState(initial_labeled(pools, config.active.initial_fraction, config.seed), [], {}, {}, 0.0)
     prior_seconds = state.wall_seconds
+    if len(state.records) < config.active.cycles:
+        text = short_training_warning(config, [len(lab) for lab in state.labeled], pools.num_classes,
+                                      strategy.federated)
+        if text:
+            warnings.warn(ConfigWarning(text), stacklevel=2)
 
-    show = not quiet and sys.stderr.isatty()
-    cycles = tqdm(range(len(state.records), config.active.cycles), desc=f"{config.name} cycles",
-                  initial=len(state.records), total=config.active.cycles, disable=not show, unit="cycle")
-    for c in cycles:
-        plan = None if faults is None else functools.partial(faults, c)
-        record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show, plan, plaintext_reference)
-        state.records.append(record)
-        state.strategy_state = strategy.state_dict()
-        state.wall_seconds = prior_seconds + time.perf_counter() - started
-        _write_json(checkpoint_path, checkpoint_document(config, state))
-        cycles.set_postfix(acc=f"{record['accuracy']:.4f}", labeled=record["labeled"])
-        if on_cycle is not None:
-            on_cycle(record)
-    cycles.close()
+    progress = Progress(config.name, config.active.cycles, config.training.rounds, out, quiet=quiet,
+                        log_every=log_every)
+    logs = MetricsLog(out, config.training.rounds, tensorboard=tensorboard)
+    try:
+        progress.start(len(state.records))
+        logs.start(len(state.records))
+        for c in range(len(state.records), config.active.cycles):
+            plan = None if faults is None else functools.partial(faults, c)
+            state.strategy_state_before = strategy.state_dict()
+            progress.cycle_started(c)
+
+            def on_round(round_record, c=c) -> None:
+                progress.round_done(c, round_record)
+                logs.round_done(c, round_record)
+
+            record = _run_cycle(config, pools, strategy, state.labeled, c, budget, on_round, plan,
+                                plaintext_reference)
+            state.records.append(record)
+            state.strategy_state = strategy.state_dict()
+            state.wall_seconds = prior_seconds + time.perf_counter() - started
+            _write_json(checkpoint_path, checkpoint_document(config, state))
+            progress.cycle_done(record)
+            logs.cycle_done(state.records)
+            if on_cycle is not None:
+                on_cycle(record)
+            if save_model and c == config.active.cycles - 1:
+                _save_model(strategy, config, pools, out / MODEL_FILE)
+    finally:
+        progress.close()
+        logs.close()
 
     state.wall_seconds = prior_seconds + time.perf_counter() - started
-    results = results_document(config, pools, budget, state)
+    results = results_document(config, pools, budget, state, str(trainer.device))
     _write_json(out / RESULTS_FILE, results)
     plot_learning_curve(results, out / CURVE_FILE)
     return results
 
 
 def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy, labeled: list[np.ndarray],
-               c: int, budget: int, show: bool, fault_plan: Callable[[int], Faults | None] | None,
-               plaintext_reference: bool = False) -> dict:
+               c: int, budget: int, on_round: Callable[[RoundRecord], None],
+               fault_plan: Callable[[int], Faults | None] | None, plaintext_reference: bool = False) -> dict:
     """One cycle: train + evaluate, then (not in the last cycle) select and label. Updates ``labeled``."""
     t0 = time.perf_counter()
     aggregator = (build_aggregator(config, pools.n_clients, c, fault_plan, plaintext_reference=plaintext_reference)
                   if strategy.federated else None)
-    rounds = tqdm(total=config.training.rounds, desc=f"cycle {c} FedAvg", leave=False, disable=not show,
-                  unit="round")
+    rounds: list[RoundRecord] = []
 
-    def on_round(round_record) -> None:
-        if rounds.n >= rounds.total:
-            rounds.reset()
-        rounds.update(1)
+    def seen(round_record: RoundRecord) -> None:
+        rounds.append(round_record)
+        on_round(round_record)
 
-    cycle = Cycle(c, config.seed, aggregator, on_round)
+    cycle = Cycle(c, config.seed, aggregator, seen)
     evaluation = strategy.train(cycle, labeled)
-    rounds.close()
     t1 = time.perf_counter()
     all_labeled = np.concatenate(labeled)
     record: dict = {
@@ -163,7 +181,13 @@ def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy,
         "labeled_per_client": [int(len(lab)) for lab in labeled],
         "class_histogram": _histogram(pools, all_labeled),
         "accuracy": evaluation.accuracy,
+        "test_loss": evaluation.loss,
+        "train_loss": rounds[-1].train_loss if rounds else None,
     }
+    if evaluation.class_accuracies is not None:
+        record.update(class_accuracies=evaluation.class_accuracies,
+                      worst_class_accuracy=worst_class_accuracy(evaluation.class_accuracies),
+                      client_mix_accuracies=mix_accuracies(evaluation.class_accuracies, _client_histograms(pools)))
     if evaluation.client_accuracies is not None:
         record["client_accuracies"] = evaluation.client_accuracies
     if c < config.active.cycles - 1:
@@ -207,6 +231,26 @@ def _check_selection(strategy: str, pools: ClientPools, labeled: Sequence[np.nda
         raise RuntimeError(f"strategy {strategy!r}, cycle {c}: picked {total} samples, budget {sum(budgets)}")
 
 
+def _client_histograms(pools: ClientPools) -> list[list[int]]:
+    """Per client, the class histogram of its whole pool (the split's class mix)."""
+    return [_histogram(pools, pool) for pool in pools.pools]
+
+
+def _save_model(strategy: Strategy, config: ExperimentConfig, pools: ClientPools, path: Path) -> None:
+    """``torch.save`` of {"state_dict", "model", "model_options", "in_channels", "image_size", "num_classes"}: what
+    ``secure_fal.models.build_model`` (or the config's model plug-in) needs to rebuild the model and load it."""
+    import torch
+
+    model = strategy.reported_model()
+    if model is None:
+        warnings.warn(f"--save-model: strategy {strategy.name!r} reports no single model (it averages several); "
+                      "nothing saved", UserWarning, stacklevel=3)
+        return
+    torch.save({"state_dict": model.state_dict(), "model": config.training.model,
+                "model_options": config.training.model_options, "in_channels": int(pools.x.shape[1]),
+                "image_size": int(pools.x.shape[2]), "num_classes": pools.num_classes}, path)
+
+
 def _histogram(pools: ClientPools, indices: np.ndarray) -> list[int]:
     labels = pools.y[np.asarray(indices, dtype=np.int64)].numpy()
     return np.bincount(labels, minlength=pools.num_classes).astype(int).tolist()
@@ -214,9 +258,10 @@ def _histogram(pools: ClientPools, indices: np.ndarray) -> list[int]:
 
 # -- documents --------------------------------------------------------------------------------------------
 
-def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState) -> dict:
-    """The results.json content: config, data sizes, per-cycle records, secure-aggregation totals (and
-    ``plaintext_reference`` totals when the run measured them), wall time."""
+def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState, device: str) -> dict:
+    """The results.json content: config, data sizes and the split's per-client class histograms, per-cycle records,
+    final accuracy and worst-class accuracy, secure-aggregation totals (and ``plaintext_reference`` totals when the
+    run measured them), wall time, warnings, provenance (``provenance.provenance`` with ``device`` resolved)."""
     totals: dict[str, float] = {}
     reference: dict[str, float] = {}
     for record in state.records:
@@ -231,49 +276,25 @@ def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, 
         "sampler": config.active.sampler_name,
         "data": {"train_size": int(len(pools.y)), "test_size": int(len(pools.y_test)),
                  "num_classes": pools.num_classes, "client_sizes": [int(len(p)) for p in pools.pools],
-                 "train_class_histogram": _histogram(pools, np.arange(len(pools.y)))},
+                 "train_class_histogram": _histogram(pools, np.arange(len(pools.y))),
+                 "client_class_histograms": _client_histograms(pools)},
         "budget_per_cycle": budget,
         "cycles": state.records,
         "final_accuracy": state.records[-1]["accuracy"] if state.records else None,
+        "final_worst_class_accuracy": state.records[-1].get("worst_class_accuracy") if state.records else None,
         "secure_aggregation": totals,
         "wall_seconds": state.wall_seconds,
         "strategy_state": state.strategy_state,
+        "warnings": [],
+        "provenance": provenance(device),
     }
+    if state.records:
+        text = short_training_warning(config, state.records[0]["labeled_per_client"], pools.num_classes,
+                                      choices.STRATEGIES[config.active.strategy].federated)
+        doc["warnings"] += [text] if text else []
     if reference:
         doc["plaintext_reference"] = reference
     return doc
-
-
-def checkpoint_document(config: ExperimentConfig, state: RunState) -> dict:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "config": config.to_dict(),
-        "cycles_done": len(state.records),
-        "labeled": [lab.tolist() for lab in state.labeled],
-        "records": state.records,
-        "strategy_state": state.strategy_state,
-        "wall_seconds": state.wall_seconds,
-    }
-
-
-def load_checkpoint(path: Path, config: ExperimentConfig) -> RunState:
-    """Read a checkpoint and check that it belongs to ``config``.
-
-    Raises:
-        ResumeError: no checkpoint, an unknown format, or a config that differs (the differences are listed).
-    """
-    if not path.exists():
-        raise ResumeError(f"nothing to resume: {path} does not exist")
-    with open(path) as f:
-        doc = json.load(f)
-    if doc.get("format") != CHECKPOINT_FORMAT:
-        raise ResumeError(f"{path}: format {doc.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    differences = config_differences(doc["config"], config.to_dict())
-    if differences:
-        raise ResumeError(f"{path} was written with a different config; refusing to resume. Differences "
-                          f"(checkpoint -> now): {'; '.join(differences)}")
-    return RunState([np.asarray(lab, dtype=np.int64) for lab in doc["labeled"]], doc["records"],
-                    doc["strategy_state"], float(doc["wall_seconds"]))
 
 
 def _write_json(path: Path, doc: dict) -> None:

@@ -10,7 +10,8 @@ import torch
 from ..data import dirichlet_split, homogeneous_split, kmeans_split, load_dataset, long_tail_indices, shot_noise
 from ..device import get_device
 from ..federated import FedAvgConfig, SGDConfig
-from ..models import build_model
+from ..models import build_model, check_model
+from ..plugins import is_plugin
 from ..sampling import get_sampler
 from ..secagg import Aggregator, CostTotals, Faults
 from ..strategies import ClientPools, Strategy, Trainer, derive_seed, get_strategy
@@ -62,13 +63,28 @@ def build_trainer(config: ExperimentConfig, pools: ClientPools) -> Trainer:
         return build_model(t.model, in_channels, image_size, pools.num_classes, **options)
 
     try:
-        make_model()
+        model = make_model()
     except TypeError as exc:
         raise ConfigError(f"training.model_options: {exc}") from None
+    if is_plugin(t.model):
+        check_model(model, pools.x[:2], pools.num_classes, f"training.model {t.model!r}")
+    _check_batch_norm_batches(config, model, pools)
     fedavg = FedAvgConfig(rounds=t.rounds, local_epochs=t.local_epochs,
                           sgd=SGDConfig(t.lr, t.momentum, t.weight_decay, t.batch_size),
                           lr_decay_at=t.lr_decay_at, lr_decay=t.lr_decay, update_bound=t.update_bound)
     return Trainer(make_model, fedavg, t.effective_alone_epochs, get_device(config.device))
+
+
+def _check_batch_norm_batches(config: ExperimentConfig, model: torch.nn.Module, pools: ClientPools) -> None:
+    """A model with BatchNorm cannot train on one sample: refuse a split that leaves a client a single one."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    single = [k for k, pool in enumerate(pools.pools) if len(pool) == 1]
+    if single:
+        raise ConfigError(f"data.clients: {config.data.clients} clients for {len(pools.y)} train samples leave "
+                          f"{len(single)} client(s) (first: client {single[0]}) a single sample, and the "
+                          f"{config.training.model} model's BatchNorm cannot train on a batch of one; use fewer "
+                          "clients (--clients)" + (" or a larger data.alpha" if config.data.split == "dirichlet" else ""))
 
 
 def build_strategy(config: ExperimentConfig, pools: ClientPools, trainer: Trainer) -> Strategy:

@@ -93,6 +93,8 @@ class RoundRecord:
         max_abs_update: largest |delta| over the participants' updates (a simulator diagnostic for choosing
             ``update_bound``; a deployment would not reveal it).
         train_seconds: wall time of all local training in the round (clients run one after another here).
+        train_loss: mean cross-entropy of the participants' last local epoch, weighted by their sample counts (a
+            simulator diagnostic, like ``max_abs_update``).
         aggregation_seconds: CPU seconds inside the secure-sum state machines (server + all clients).
         aggregation_bytes: bytes that crossed the network in the secure sum.
     """
@@ -107,6 +109,7 @@ class RoundRecord:
     train_seconds: float
     aggregation_seconds: float
     aggregation_bytes: int
+    train_loss: float | None = None
 
 
 @dataclass
@@ -227,12 +230,13 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
         sgd = SGDConfig(lr, config.sgd.momentum, config.sgd.weight_decay, config.sgd.batch_size)
         global_vec = layout.get(model)
         deltas: dict[int, np.ndarray] = {}
+        losses: dict[int, float] = {}
         started = time.perf_counter()
         for k in ids:
             worker.load_state_dict(model.state_dict())
             x, y = clients[k]
-            train_local(worker, x, y, epochs=config.local_epochs, sgd=sgd, seed=client_seed(seed, r, k),
-                        device=device)
+            losses[k] = train_local(worker, x, y, epochs=config.local_epochs, sgd=sgd, seed=client_seed(seed, r, k),
+                                    device=device)
             delta = layout.get(worker) - global_vec
             worst = int(np.argmax(np.abs(delta)))
             if not abs(delta[worst]) <= config.update_bound:
@@ -257,7 +261,8 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
             train_seconds=train_seconds,
             aggregation_seconds=report.server_total_seconds + sum(report.client_total_seconds(c)
                                                                   for c in report.clients),
-            aggregation_bytes=report.total_bytes)
+            aggregation_bytes=report.total_bytes,
+            train_loss=float(sum(sizes[k] * losses[k] for k in ids) / sum(sizes[k] for k in ids)))
         history.append(record)
         if progress is not None:
             progress(record)

@@ -76,19 +76,47 @@ def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: i
     return last_loss
 
 
+@dataclass(frozen=True)
+class EvalMetrics:
+    """How a model does on a labeled test set.
+
+    Attributes:
+        accuracy: share of correct predictions, in [0, 1].
+        loss: mean cross-entropy (nats per sample).
+        class_accuracies: per class c in [0, num_classes): accuracy on the test samples of class c (None where the
+            test set has none of class c).
+    """
+
+    accuracy: float
+    loss: float
+    class_accuracies: list[float | None]
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024,
-             device: torch.device | str | None = None) -> tuple[float, float]:
-    """Accuracy in [0, 1] and mean cross-entropy of ``model`` (put in eval mode) on (x, y)."""
+def eval_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, batch_size: int = 1024,
+                 device: torch.device | str | None = None) -> EvalMetrics:
+    """Accuracy, mean cross-entropy and per-class accuracy of ``model`` (put in eval mode) on (x (N, ...), y (N,))."""
     if len(x) == 0:
         raise ValueError("cannot evaluate on an empty set")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
-    correct, loss = 0, 0.0
+    predictions, loss = [], 0.0
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device)
         yb = y[start:start + batch_size].to(device)
         logits = model(xb)
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += int((logits.argmax(dim=1) == yb).sum().item())
-    return correct / len(x), loss / len(x)
+        predictions.append(logits.argmax(dim=1).cpu())
+    y = y.cpu()
+    correct = torch.cat(predictions) == y
+    totals = torch.bincount(y, minlength=num_classes).tolist()
+    hits = torch.bincount(y[correct], minlength=num_classes).tolist()
+    return EvalMetrics(int(correct.sum()) / len(x), loss / len(x),
+                       [h / n if n else None for h, n in zip(hits, totals)])
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024,
+             device: torch.device | str | None = None) -> tuple[float, float]:
+    """Accuracy in [0, 1] and mean cross-entropy of ``model`` (put in eval mode) on (x, y)."""
+    metrics = eval_metrics(model, x, y, int(y.max()) + 1 if len(y) else 1, batch_size=batch_size, device=device)
+    return metrics.accuracy, metrics.loss

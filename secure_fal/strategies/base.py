@@ -133,10 +133,15 @@ class Evaluation:
         accuracy: the strategy's reported test accuracy in [0, 1].
         client_accuracies: per-client test accuracy where the strategy has one model per client (client-alone),
             else None.
+        loss: mean test cross-entropy of the reported model(s), or None.
+        class_accuracies: per class, the reported model's accuracy on the test samples of that class (None for a
+            class absent from the test set), or None when not measured.
     """
 
     accuracy: float
     client_accuracies: list[float] | None = None
+    loss: float | None = None
+    class_accuracies: list[float | None] | None = None
 
 
 @dataclass
@@ -215,6 +220,15 @@ class Strategy(ABC):
         return self.trainer.alone(x, y, init_seed=cycle.seed_for("init"),
                                   seed=cycle.seed_for("alone", -1 if client is None else client))
 
+    def reported_model(self) -> nn.Module | None:
+        """The model whose test results the last ``train`` reported; None when it reported a mean of several."""
+        return getattr(self, "_model", None)
+
+    def _evaluate(self, model: nn.Module) -> Evaluation:
+        """Accuracy, loss and per-class accuracy of ``model`` on the test set."""
+        m = self.trainer.metrics(model, self.pools.x_test, self.pools.y_test, self.pools.num_classes)
+        return Evaluation(m.accuracy, loss=m.loss, class_accuracies=m.class_accuracies)
+
     def _mark_trained(self, cycle: Cycle) -> None:
         self._trained_cycle = cycle.index
 
@@ -229,7 +243,7 @@ class GlobalModelStrategy(Strategy):
 
     def train(self, cycle: Cycle, labeled: Sequence[np.ndarray]) -> Evaluation:
         self.use_global_model(cycle, self._federated_model(cycle, labeled))
-        return Evaluation(self.trainer.accuracy(self._model, self.pools.x_test, self.pools.y_test))
+        return self._evaluate(self._model)
 
     def use_global_model(self, cycle: Cycle, model: nn.Module) -> None:
         """Take ``model`` as the global model of ``cycle``: what ``train`` does in-process, and what a client of a

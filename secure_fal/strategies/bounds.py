@@ -30,7 +30,7 @@ class Centralized(Strategy):
     def train(self, cycle: Cycle, labeled: Sequence[np.ndarray]) -> Evaluation:
         self._model = self._alone_model(cycle, np.concatenate(list(labeled)), None)
         self._mark_trained(cycle)
-        return Evaluation(self.trainer.accuracy(self._model, self.pools.x_test, self.pools.y_test))
+        return self._evaluate(self._model)
 
     def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
         self._check_trained(cycle)
@@ -61,8 +61,11 @@ class ClientAlone(Strategy):
     def train(self, cycle: Cycle, labeled: Sequence[np.ndarray]) -> Evaluation:
         self._local = [self._alone_model(cycle, lab, k) for k, lab in enumerate(labeled)]
         self._mark_trained(cycle)
-        accs = [self.trainer.accuracy(m, self.pools.x_test, self.pools.y_test) for m in self._local]
-        return Evaluation(float(np.mean(accs)), accs)
+        local = [self._evaluate(m) for m in self._local]
+        accs = [e.accuracy for e in local]
+        per_class = [None if None in column else float(np.mean(column))
+                     for column in zip(*(e.class_accuracies for e in local))]
+        return Evaluation(float(np.mean(accs)), accs, float(np.mean([e.loss for e in local])), per_class)
 
     def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
         self._check_trained(cycle)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..federated import FedAvgConfig, RoundRecord, SGDConfig, evaluate, train_federated, train_local
+from ..federated import (EvalMetrics, FedAvgConfig, RoundRecord, SGDConfig, eval_metrics, evaluate, train_federated,
+                         train_local)
 from ..secagg import Aggregator
 
 
@@ -67,6 +68,10 @@ class Trainer:
         tuned = copy.deepcopy(model)
         train_local(tuned, x, y, epochs=epochs, sgd=self.fedavg.sgd, seed=seed, device=self.device)
         return tuned
+
+    def metrics(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> EvalMetrics:
+        """Accuracy, mean cross-entropy and per-class accuracy of ``model`` on (x, y)."""
+        return eval_metrics(model, x, y, num_classes, batch_size=self.fedavg.eval_batch_size, device=self.device)
 
     def accuracy(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy in [0, 1] of ``model`` on (x, y)."""

@@ -171,26 +171,13 @@ def _check(data: ClientData, dataset: str, cid: int, where: str) -> ClientData:
 
 
 def _image_folder(root: Path, cid: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels float64 (n, C, H, W) in [0, 1], labels int64 (n,)) of ``root/<class id>/*``."""
-    from PIL import Image
+    """``data.files.read_image_folder`` with its format errors as InputError naming the client and field ``data``."""
+    from ...data.files import DatasetFormatError, read_image_folder
 
-    xs, ys = [], []
-    for folder in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
-        if not folder.name.isdigit():
-            raise InputError(f"{root}: sub-folder {folder.name!r} is not an integer class id", client=cid,
-                             field="data")
-        for file in sorted(p for p in folder.iterdir() if p.is_file()):
-            with Image.open(file) as img:
-                pixels = np.asarray(img, dtype=np.float64)
-            xs.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
-            ys.append(int(folder.name))
-    if not xs:
-        raise InputError(f"{root}: no images in <class id>/ sub-folders", client=cid, field="data")
     try:
-        x = np.stack(xs) / 255.0
-    except ValueError:
-        raise InputError(f"{root}: images of different sizes or channel counts", client=cid, field="data") from None
-    return x, np.asarray(ys, dtype=np.int64)
+        return read_image_folder(root)
+    except DatasetFormatError as exc:
+        raise InputError(str(exc), client=cid, field="data") from None
 
 
 def own_client_data(source: DataSource, dataset: str, cid: int) -> ClientData:

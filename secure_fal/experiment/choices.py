@@ -1,0 +1,48 @@
+"""The names a config may choose, known without importing torch.
+
+The registries themselves (``secure_fal.data.LOADERS``, ``secure_fal.models.MODEL_NAMES``,
+``secure_fal.sampling.SAMPLERS``, ``secure_fal.strategies.STRATEGIES``) live in modules that import torch, which
+costs seconds; checking a config against these copies keeps ``secure-fal run`` fast to refuse a bad one.
+``tests/test_choices.py`` checks that every copy equals its registry: a new dataset, model, sampler or strategy
+is added here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DATASETS = ("digits", "fmnist", "mnist", "cifar10", "cifar100", "npz", "folder")
+"""Built-in dataset loaders (``data.dataset``); a ``module:function`` plug-in is accepted besides."""
+
+MODELS = ("cnn", "mlp", "resnet18")
+"""Built-in models (``training.model``); a ``module:function`` plug-in is accepted besides."""
+
+SAMPLERS = ("random", "margin", "entropy", "least-confidence", "kcenter", "badge", "iwkmeans", "fairfal")
+"""Client-local samplers (``active.sampler``)."""
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    """What the config needs to know of a strategy class (its class attributes of the same names).
+
+    Attributes:
+        default_sampler: the sampler used when ``active.sampler`` is omitted.
+        samplers: the samplers it accepts (None: any).
+        federated: False for the bounds that never aggregate across clients.
+    """
+
+    default_sampler: str = "margin"
+    samplers: frozenset[str] | None = None
+    federated: bool = True
+
+
+STRATEGIES: dict[str, StrategyChoice] = {
+    "s-al": StrategyChoice(),
+    "f-al": StrategyChoice(),
+    "fal-local": StrategyChoice(),
+    "fal-global": StrategyChoice(samplers=frozenset({"margin", "entropy", "least-confidence"})),
+    "fairfal": StrategyChoice("fairfal", frozenset({"fairfal"})),
+    "centralized": StrategyChoice(federated=False),
+    "client-alone": StrategyChoice(federated=False),
+}
+"""Strategies (``active.strategy``) by name."""

@@ -11,8 +11,12 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     root = "..."                # folder holding the dataset files (default: see secure_fal.data)
     download = false            # allow torchvision to download a missing dataset
     rho = 20                    # global long-tail imbalance applied before splitting (omit: none)
-    split = "dirichlet"         # homogeneous | dirichlet | kmeans
-    alpha = 0.1                 # Dirichlet concentration (split = "dirichlet")
+    split = "dirichlet-balanced"  # homogeneous | dirichlet-balanced (the FairFAL/LoGo reference's dir_balance)
+                                # | dirichlet (ours: each sample drawn from its client's prior; less skewed)
+                                # | kmeans
+    alpha = 0.1                 # Dirichlet concentration (the two dirichlet splits)
+    split_seed = 0              # seed of the split for every run (the reference always splits with seed 0);
+                                # omit: derived from the experiment seed
     clients = 10
     corrupted_client = 3        # this client's images get strong shot noise (omit: none)
     photons = 3.0               # shot-noise strength (fewer photons: stronger noise)
@@ -29,8 +33,10 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     lr_decay_at = 0.75          # lr x lr_decay after this fraction of rounds (or of alone_epochs)
     lr_decay = 0.1
     update_bound = 64.0         # public bound on |FedAvg update| per weight (BN running stats included)
-    alone_epochs = 50           # epochs of non-federated training (s-al, client-alone, centralized,
-                                # FairFAL's local model); omit: rounds * local_epochs
+    alone_epochs = 50           # (at most) epochs of non-federated training (s-al, client-alone, centralized,
+                                # FairFAL's local-only model); omit: rounds * local_epochs
+    alone_schedule = "reference"  # reference: stop at training accuracy 0.99, lr milestone counted in batches
+                                # (the reference's training_local_only) | fixed: always alone_epochs epochs
     finetune_epochs = 5         # fal-local's local fine-tuning
 
     [active]
@@ -41,9 +47,15 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     initial_fraction = 0.05     # random initial labeled share of each client's pool
     query_fraction = 0.05       # global budget per cycle as a share of the train set ...
     budget = 600                # ... or as a number of samples (setting it replaces query_fraction)
+    budget_rule = "reference"   # query_fraction -> budget: reference: K * int(round(N, -2) * fraction / K)
+                                # (FMNIST-LT: 1020, 102 per client) | exact: round(fraction * N) (1021)
     quota = true                # fal-global: each client labels exactly its share
     beta = 10                   # fal-global: candidates per client = beta * its budget
     threshold = 0.75            # fairfal: global query model when s_k > threshold
+    prior_estimate = "oversample"  # fairfal: mean softmax over a random rebalanced copy (reference, seed 42)
+                                # | exact (its expectation)
+    gradient_model = "reference"  # fairfal: gradient-embedding probabilities from the global model iff
+                                # gamma_bar < 0.5, else the local-only one (reference) | global (the paper)
 
     [secure]
     protocol = "plaintext"      # plaintext | ckks | masking
@@ -65,7 +77,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SPLITS = ("homogeneous", "dirichlet", "kmeans")
+SPLITS = ("homogeneous", "dirichlet-balanced", "dirichlet", "kmeans")
+BUDGET_RULES = ("reference", "exact")
 PROTOCOLS = ("plaintext", "ckks", "masking")
 
 
@@ -83,6 +96,7 @@ class DataConfig:
     rho: float | None = None
     split: str = "homogeneous"
     alpha: float = 0.1
+    split_seed: int | None = None
     clients: int = 10
     corrupted_client: int | None = None
     photons: float = 3.0
@@ -95,6 +109,8 @@ class DataConfig:
         _require("data.clients", self.clients, self.clients >= 1, ">= 1")
         _require("data.alpha", self.alpha, self.alpha > 0, "> 0")
         _require("data.photons", self.photons, self.photons > 0, "> 0")
+        if self.split_seed is not None:
+            _require("data.split_seed", self.split_seed, self.split_seed >= 0, ">= 0 (or omitted)")
         if self.rho is not None:
             _require("data.rho", self.rho, self.rho >= 1, ">= 1 (or omitted: no long tail)")
         if self.corrupted_client is not None:
@@ -118,10 +134,12 @@ class TrainingConfig:
     lr_decay: float = 0.1
     update_bound: float = 64.0   # FedAvgConfig.update_bound
     alone_epochs: int | None = None
+    alone_schedule: str = "reference"
     finetune_epochs: int = 5
 
     def check(self) -> None:
         from ..models import MODEL_NAMES
+        from ..strategies.training import ALONE_SCHEDULES
 
         _choice("training.model", self.model, MODEL_NAMES)
         _require("training.rounds", self.rounds, self.rounds >= 1, ">= 1")
@@ -135,6 +153,7 @@ class TrainingConfig:
         _require("training.update_bound", self.update_bound, self.update_bound > 0, "> 0")
         if self.alone_epochs is not None:
             _require("training.alone_epochs", self.alone_epochs, self.alone_epochs >= 1, ">= 1")
+        _choice("training.alone_schedule", self.alone_schedule, ALONE_SCHEDULES)
         _require("training.finetune_epochs", self.finetune_epochs, self.finetune_epochs >= 0, ">= 0")
 
     @property
@@ -154,13 +173,17 @@ class ActiveConfig:
     initial_fraction: float = 0.05
     query_fraction: float | None = 0.05
     budget: int | None = None
+    budget_rule: str = "reference"
     quota: bool = True
     beta: int = 10
     threshold: float = 0.75
+    prior_estimate: str = "oversample"
+    gradient_model: str = "reference"
 
     def check(self) -> None:
         from ..sampling import SAMPLERS
         from ..strategies import STRATEGIES
+        from ..strategies.fairfal import GRADIENT_MODELS, PRIOR_ESTIMATES
 
         _choice("active.strategy", self.strategy, tuple(STRATEGIES))
         if self.sampler is not None:
@@ -179,8 +202,11 @@ class ActiveConfig:
             _require("active.query_fraction", self.query_fraction, 0 < self.query_fraction <= 1, "in (0, 1]")
         if self.budget is not None:
             _require("active.budget", self.budget, self.budget >= 1, ">= 1")
+        _choice("active.budget_rule", self.budget_rule, BUDGET_RULES)
         _require("active.beta", self.beta, self.beta >= 1, ">= 1")
         _require("active.threshold", self.threshold, 0 <= self.threshold <= 1, "in [0, 1]")
+        _choice("active.prior_estimate", self.prior_estimate, PRIOR_ESTIMATES)
+        _choice("active.gradient_model", self.gradient_model, GRADIENT_MODELS)
 
     @property
     def sampler_name(self) -> str:
@@ -230,7 +256,8 @@ class ExperimentConfig:
         return {
             "fal-local": {"finetune_epochs": self.training.finetune_epochs},
             "fal-global": {"quota": self.active.quota, "beta": self.active.beta},
-            "fairfal": {"threshold": self.active.threshold},
+            "fairfal": {"threshold": self.active.threshold, "prior_estimate": self.active.prior_estimate,
+                        "gradient_model": self.active.gradient_model},
         }.get(self.active.strategy, {})
 
     @classmethod

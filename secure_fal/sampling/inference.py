@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from .base import FIELDS, PoolView
-from .space import badge_grad_embeddings
 
 
 def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
@@ -29,9 +28,8 @@ def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
     labels : Tensor of shape (N,), int64, optional
         Required when ``needs`` contains ``"labels"``.
     needs : iterable of str
-        Fields the sampler reads, usually ``sampler.needs``. Probabilities and embeddings come out
-        of every pass and are always returned; the (N, D * C) gradient embeddings are computed only
-        if ``"grad_embeddings"`` is listed.
+        Fields the sampler reads, usually ``sampler.needs`` (checked against the fields a view can
+        hold). Probabilities and embeddings come out of every pass and are always returned.
     batch_size : int, default=512
     device : torch.device or str, optional
         Where the returned tensors live; default: the model's device.
@@ -39,7 +37,7 @@ def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
     Returns
     -------
     PoolView
-        float32 ``probs`` (softmax of the logits) and ``embeddings``, and ``grad_embeddings`` if asked.
+        float32 ``probs`` (softmax of the logits) and ``embeddings``.
     """
     needs = frozenset(needs)
     if not needs <= FIELDS:
@@ -54,9 +52,8 @@ def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
     param = next(model.parameters(), None)
     model_device = param.device if param is not None else torch.device("cpu")
     out_device = torch.device(device) if device is not None else model_device
-    with_grads = "grad_embeddings" in needs
 
-    probs = embeddings = grads = None
+    probs = embeddings = None
     was_training = model.training
     model.eval()
     try:
@@ -67,14 +64,10 @@ def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
                 if probs is None:
                     probs = torch.empty(n, p.shape[1], device=out_device)
                     embeddings = torch.empty(n, z.shape[1], device=out_device)
-                    if with_grads:
-                        grads = torch.empty(n, z.shape[1] * p.shape[1], device=out_device)
                 stop = start + len(z)
                 probs[start:stop] = p
                 embeddings[start:stop] = z
-                if with_grads:
-                    grads[start:stop] = badge_grad_embeddings(p, z)
     finally:
         model.train(was_training)
     return PoolView(probs=probs, embeddings=embeddings, labeled_mask=labeled_mask.to(out_device),
-                    labels=None if labels is None else labels.to(out_device), grad_embeddings=grads)
+                    labels=None if labels is None else labels.to(out_device))

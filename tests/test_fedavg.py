@@ -206,6 +206,22 @@ def test_train_local_applies_the_lr_of_each_step():
         assert torch.allclose(a, b, atol=1e-7)   # momentum keeps a step's velocity, but at lr 0 it adds nothing
 
 
+def test_final_locals_are_each_clients_model_of_the_last_round():
+    clients, config = make_clients(), FedAvgConfig(rounds=2, local_epochs=1, sgd=SGDConfig(lr=0.05))
+    model = tiny_mlp()
+    result = train_federated(model, clients, Aggregator("plaintext", range(3), seed=0), config, seed=5,
+                             keep_final_locals=True)
+    assert sorted(result.final_locals) == [0, 1, 2]
+    first_round = tiny_mlp()
+    train_federated(first_round, clients, Aggregator("plaintext", range(3), seed=0),
+                    FedAvgConfig(rounds=1, local_epochs=1, sgd=SGDConfig(lr=0.05)), seed=5)
+    for k, (x, y) in enumerate(clients):
+        local = copy.deepcopy(first_round)
+        train_local(local, x, y, epochs=1, sgd=SGDConfig(lr=config.lr_at(1)), seed=client_seed(5, 1, k))
+        assert states_equal(local, result.final_locals[k])
+    assert train_federated(tiny_mlp(), clients, Aggregator("plaintext", range(3)), config).final_locals == {}
+
+
 def test_plaintext_and_masking_give_identical_weights():
     pytest.importorskip("secure_fal.secagg.masking")
     config = FedAvgConfig(rounds=2, local_epochs=1)

@@ -316,7 +316,7 @@ def test_derive_seed_is_stable_and_separates_paths():
 
 # -- secure protocols choose what plaintext chooses ---------------------------------------------------------
 
-SECURE_CASES = [("fal-global", {"active__quota": False}), ("fairfal", {}), ("f-al", {})]
+SECURE_CASES = [("fal-global", {"active__quota": False}), ("fairfal", {}), ("f-al", {}), ("kafal", {})]
 
 
 @pytest.mark.parametrize("strategy, extra", SECURE_CASES, ids=[c[0] for c in SECURE_CASES])

@@ -34,13 +34,14 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     lr_decay = 0.1
     update_bound = 64.0         # public bound on |FedAvg update| per weight (BN running stats included)
     alone_epochs = 50           # (at most) epochs of non-federated training (s-al, client-alone, centralized,
-                                # FairFAL's local-only model); omit: rounds * local_epochs
+                                # the local-only model of FairFAL and LoGo); omit: rounds * local_epochs
     alone_schedule = "reference"  # reference: stop at training accuracy 0.99, lr milestone counted in batches
                                 # (the reference's training_local_only) | fixed: always alone_epochs epochs
     finetune_epochs = 5         # fal-local's local fine-tuning
 
     [active]
-    strategy = "f-al"           # s-al | f-al | fal-local | fal-global | fairfal | centralized | client-alone
+    strategy = "f-al"           # s-al | f-al | fal-local | fal-global | fairfal | logo | kafal | ifal
+                                # | centralized | client-alone
     sampler = "margin"          # omit: the strategy's default (fairfal: "fairfal", others: "margin")
     sampler_options = {}        # e.g. {kappa = 4} for fairfal, {beta = 10} for iwkmeans
     cycles = 9                  # train+evaluate steps; a selection follows every one but the last
@@ -188,7 +189,12 @@ class ActiveConfig:
         _choice("active.strategy", self.strategy, tuple(STRATEGIES))
         if self.sampler is not None:
             _choice("active.sampler", self.sampler, SAMPLERS)
-        accepted = STRATEGIES[self.strategy].samplers
+        cls = STRATEGIES[self.strategy]
+        if cls.default_sampler is None and (self.sampler is not None or self.sampler_options):
+            raise ConfigError(f"active.sampler: strategy {self.strategy!r} selects by its own rule and takes no "
+                              f"sampler; remove active.sampler / active.sampler_options (got {self.sampler!r}, "
+                              f"{self.sampler_options!r})")
+        accepted = cls.samplers
         if accepted is not None and self.sampler_name not in accepted:
             raise ConfigError(f"active.sampler: strategy {self.strategy!r} works with {sorted(accepted)}, "
                               f"got {self.sampler_name!r}")
@@ -209,8 +215,9 @@ class ActiveConfig:
         _choice("active.gradient_model", self.gradient_model, GRADIENT_MODELS)
 
     @property
-    def sampler_name(self) -> str:
-        """The sampler that runs: ``sampler``, or the strategy's default when omitted."""
+    def sampler_name(self) -> str | None:
+        """The sampler that runs: ``sampler``, or the strategy's default when omitted (None: the strategy takes
+        no sampler)."""
         from ..strategies import STRATEGIES
 
         return self.sampler if self.sampler is not None else STRATEGIES[self.strategy].default_sampler

@@ -8,6 +8,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .summary import method_label
+
 
 def plot_learning_curve(results: Mapping | Mapping[str, Mapping], path: str | Path, *,
                         title: str | None = None) -> None:
@@ -19,7 +21,7 @@ def plot_learning_curve(results: Mapping | Mapping[str, Mapping], path: str | Pa
         path: PNG file to write.
         title: figure title; default: dataset, split and protocol of the first run.
     """
-    runs = {_label(results): results} if "cycles" in results else dict(results)
+    runs = {method_label(results): results} if "cycles" in results else dict(results)
     if not runs:
         raise ValueError("no run to plot")
     figure = Figure(figsize=(6.4, 4.4), dpi=120)
@@ -38,7 +40,3 @@ def plot_learning_curve(results: Mapping | Mapping[str, Mapping], path: str | Pa
     ax.legend()
     figure.tight_layout()
     figure.savefig(path, format="png")
-
-
-def _label(results: Mapping) -> str:
-    return f"{results['strategy']} ({results['sampler']})"

@@ -78,8 +78,9 @@ def build_trainer(config: ExperimentConfig, pools: ClientPools) -> Trainer:
 def build_strategy(config: ExperimentConfig, pools: ClientPools, trainer: Trainer) -> Strategy:
     """The configured strategy with its sampler and options."""
     cls = get_strategy(config.active.strategy)
+    name = config.active.sampler_name
     try:
-        sampler = get_sampler(config.active.sampler_name, **config.active.sampler_options)
+        sampler = None if name is None else get_sampler(name, **config.active.sampler_options)
     except TypeError as exc:
         raise ConfigError(f"active.sampler_options: {exc}") from None
     return cls(pools, trainer, sampler, **config.strategy_options())

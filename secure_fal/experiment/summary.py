@@ -16,6 +16,11 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths), *(line(r) for r in cells[1:])])
 
 
+def method_label(results: Mapping) -> str:
+    """'strategy (sampler)', or the strategy alone when it selects by its own rule (no sampler)."""
+    return results["strategy"] if results["sampler"] is None else f"{results['strategy']} ({results['sampler']})"
+
+
 def results_table(results: Mapping) -> str:
     """Per-cycle table of one run: labeled count and share, test accuracy, picks, secure-aggregation cost,
     seconds; FairFAL runs add the number of clients querying with the global model; then the totals."""
@@ -37,7 +42,7 @@ def results_table(results: Mapping) -> str:
     totals = results["secure_aggregation"]
     cfg = results["config"]
     lines = [
-        f"{results['strategy']} ({results['sampler']}) on {cfg['data']['dataset']}, {cfg['data']['clients']} clients, "
+        f"{method_label(results)} on {cfg['data']['dataset']}, {cfg['data']['clients']} clients, "
         f"protocol {cfg['secure']['protocol']}",
         text_table(header, rows),
         f"final accuracy {100 * results['final_accuracy']:.2f} %; secure aggregation "

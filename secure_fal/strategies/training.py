@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..federated import FedAvgConfig, RoundRecord, SGDConfig, evaluate, train_federated, train_local
+from ..federated import FedAvgConfig, RoundRecord, SGDConfig, TrainResult, evaluate, train_federated, train_local
 from ..secagg import Aggregator
 
 
@@ -29,7 +29,7 @@ class Trainer:
             draws come from torch's global RNG, which ``fresh_model`` seeds.
         fedavg: FedAvg settings (rounds, local epochs, SGD, lr decay, update bound).
         alone_epochs: (at most) epochs of every non-federated training (a client alone, the centralized bound,
-            FairFAL's local-only model).
+            the local-only model of FairFAL and LoGo).
         device: where models train and run.
         inference_batch_size: batch size when a model scores a pool.
         alone_schedule: "reference" (the FairFAL / LoGo reference's ``training_local_only``): one SGD run that
@@ -59,12 +59,13 @@ class Trainer:
         return model.to(self.device)
 
     def federated(self, clients: Sequence[tuple[torch.Tensor, torch.Tensor]], aggregator: Aggregator, *,
-                  init_seed: int, seed: int, on_round: Callable[[RoundRecord], None] | None = None) -> nn.Module:
-        """FedAvg from a fresh model (``init_seed``) over the clients' labeled data (x_k, y_k)."""
+                  init_seed: int, seed: int, on_round: Callable[[RoundRecord], None] | None = None,
+                  keep_final_locals: bool = False) -> TrainResult:
+        """FedAvg from a fresh model (``init_seed``) over the clients' labeled data (x_k, y_k); with
+        ``keep_final_locals`` the result also holds each client's local model of the last round."""
         model = self.fresh_model(init_seed)
-        train_federated(model, list(clients), aggregator, self.fedavg, device=self.device, seed=seed,
-                        progress=on_round)
-        return model
+        return train_federated(model, list(clients), aggregator, self.fedavg, device=self.device, seed=seed,
+                               progress=on_round, keep_final_locals=keep_final_locals)
 
     def alone(self, x: torch.Tensor, y: torch.Tensor, *, init_seed: int, seed: int) -> nn.Module:
         """A fresh model (``init_seed``) trained on (x, y) alone under ``alone_schedule``."""

@@ -1,6 +1,7 @@
 """Experiment runner (secure_fal.experiment): config loading and validation, budgets, results, plot, resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,6 +151,18 @@ def test_budget_rules(rule, n_train, clients, budget):
     config = tiny(active__budget=None, active__budget_rule=rule, data__clients=clients)
     assert cycle_budget(config, n_train) == budget
     assert split_budget(budget, [10_000] * clients) == [budget // clients] * clients or rule == "exact"
+
+
+@pytest.mark.parametrize("path", sorted(Path("examples/configs").glob("*.toml")), ids=lambda p: p.stem)
+def test_example_configs_load_for_every_method_of_the_fairfal_table(path):
+    from examples.fairfal_table import METHODS
+
+    config = load_config(path)
+    if path.stem.startswith("fairfal_fmnist_lt"):
+        assert (config.data.split, config.data.split_seed, config.active.budget_rule) == ("dirichlet-balanced", 0,
+                                                                                          "reference")
+        for overrides in METHODS.values():
+            load_config(path, overrides)
 
 
 def test_long_tail_dirichlet_and_corrupted_client():

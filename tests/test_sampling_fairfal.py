@@ -178,7 +178,8 @@ def reference_picks(query_probs, grad_probs, features, labeled, labels, budget, 
         if quota[c] == 0:
             continue
         members = np.asarray(buckets[c])
-        cand = members[np.argsort(-entropy[members], kind="stable")[: min(len(members), int(np.floor(kappa * quota[c])))]]
+        size = min(len(members), int(np.floor(kappa * quota[c])))
+        cand = members[np.argsort(-entropy[members], kind="stable")[:size]]
         pts = x_unl[cand]
         anchors = x_lab[labels[lab] == c]
         sq = lambda a, b: (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T

@@ -251,7 +251,8 @@ def test_fairfal_second_switch_picks_the_gradient_model(gamma_bar, threshold, qu
     x = (torch.nn.functional.one_hot(y, 4).float() * 2 + torch.randn(n, 4, generator=g))[:, None, None, :]
     pools = ClientPools(x, y, (np.arange(n),), x[:5], y[:5], classes)
     trainer = Trainer(lambda: None, FedAvgConfig(), alone_epochs=1, device=torch.device("cpu"))
-    models = {"global": _Linear(torch.randn(classes, 4, generator=g)), "local": _Linear(torch.randn(classes, 4, generator=g))}
+    models = {"global": _Linear(torch.randn(classes, 4, generator=g)),
+              "local": _Linear(torch.randn(classes, 4, generator=g))}
     strategy = FairFAL(pools, trainer, get_sampler("fairfal"), threshold=threshold)
     monkeypatch.setattr(strategy, "_alone_model", lambda cycle, labeled, client: models["local"])
     cycle = Cycle(0, 0, None)

@@ -7,5 +7,6 @@ from .splits import (balanced_allocation, dirichlet_balanced_split, dirichlet_sp
 
 __all__ = [
     "Dataset", "DatasetNotFoundError", "LOADERS", "default_data_root", "load_dataset", "make_dataset", "read_idx",
-    "homogeneous_split", "dirichlet_split", "dirichlet_balanced_split", "balanced_allocation", "long_tail_counts", "long_tail_indices", "kmeans_split", "shot_noise",
+    "homogeneous_split", "dirichlet_split", "dirichlet_balanced_split", "balanced_allocation", "long_tail_counts",
+    "long_tail_indices", "kmeans_split", "shot_noise",
 ]

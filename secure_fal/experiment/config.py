@@ -42,8 +42,10 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     [active]
     strategy = "f-al"           # s-al | f-al | fal-local | fal-global | fairfal | logo | kafal | ifal
                                 # | centralized | client-alone
-    sampler = "margin"          # omit: the strategy's default (fairfal: "fairfal", others: "margin")
-    sampler_options = {}        # e.g. {kappa = 4} for fairfal, {beta = 10} for iwkmeans
+    sampler = "margin"          # omit: the strategy's default (fairfal: "fairfal", others: "margin"); logo,
+                                # kafal and ifal select by their own rule and take none
+    sampler_options = {}        # e.g. {kappa = 4, quota_classes = "present"} for fairfal,
+                                # {beta = 10, mode = "lloyd"} for iwkmeans
     cycles = 9                  # train+evaluate steps; a selection follows every one but the last
     initial_fraction = 0.05     # random initial labeled share of each client's pool
     query_fraction = 0.05       # global budget per cycle as a share of the train set ...

@@ -197,7 +197,8 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 def add_config_overrides(p: argparse.ArgumentParser) -> None:
     """The flags of ``RUN_OVERRIDES`` and ``--set`` (read back by ``load_run_config``)."""
     p.add_argument("--protocol", choices=PROTOCOL_NAMES, help="secure aggregation protocol")
-    p.add_argument("--strategy", help="s-al | f-al | fal-local | fal-global | fairfal | centralized | client-alone")
+    p.add_argument("--strategy", help="s-al | f-al | fal-local | fal-global | fairfal | logo | kafal | ifal | "
+                                      "centralized | client-alone")
     p.add_argument("--sampler", help="client-local sampler (e.g. margin, badge, iwkmeans, fairfal)")
     p.add_argument("--seed", type=int, help="experiment seed")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")

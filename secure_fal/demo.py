@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from .experiment import ExperimentConfig, load_config, plot_learning_curve, run_experiment
 from .experiment.metrics import class_balance
 from .experiment.runner import CHECKPOINT_FILE, CURVE_FILE, RESULTS_FILE
-from .experiment.summary import text_table
+from .experiment.summary import method_label, text_table
 
 # Dotted config keys of the demo experiment (see secure_fal/experiment/config.py for each key).
 DEMO_SETTINGS: dict[str, Any] = {
@@ -67,11 +67,12 @@ def demo_config(strategy: str = DEFAULT_STRATEGY, sampler: str | None = None, *,
 
 def baseline_of(strategy: str) -> tuple[str, str]:
     """(strategy, sampler) of the random-sampling baseline: ``strategy`` itself with the random sampler when it
-    accepts one, else F-AL with it (FairFAL and FAL-Global only run their own samplers)."""
+    accepts one, else F-AL with it (FairFAL and FAL-Global only run their own samplers, the FairFAL paper's
+    baselines none)."""
     from .strategies import STRATEGIES
 
-    accepted = STRATEGIES[strategy].samplers
-    if accepted is None or BASELINE_SAMPLER in accepted:
+    cls = STRATEGIES[strategy]
+    if cls.default_sampler is not None and (cls.samplers is None or BASELINE_SAMPLER in cls.samplers):
         return strategy, BASELINE_SAMPLER
     return "f-al", BASELINE_SAMPLER
 
@@ -203,7 +204,7 @@ def _run_demo(strategy: str, quick: bool, baseline: bool, overrides: Mapping[str
                                         plaintext_reference=protocol != "plaintext")
     curve = out / CURVE_FILE
     rho = f" (long tail rho={first.data.rho:g})" if first.data.rho is not None else ""
-    plot_learning_curve({f"{label}: {r['strategy']}, {r['sampler']} sampler": r for label, r in results.items()},
+    plot_learning_curve({f"{label}: {method_label(r)}": r for label, r in results.items()},
                         curve, title=f"{first.data.dataset}{rho}, {first.data.clients} clients, {protocol}")
     say(summary(results))
     n_classes = len(next(iter(results.values()))["cycles"][-1]["class_histogram"])

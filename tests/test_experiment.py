@@ -1,6 +1,7 @@
 """Experiment runner (secure_fal.experiment): config loading and validation, budgets, results, plot, resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,13 +62,22 @@ def test_toml_file_and_overrides(tmp_path):
     ({"training.rounds": 2.5}, "training.rounds: expected int, got float"),
     ({"active.quota": 1}, "active.quota: expected bool, got int"),
     ({"training.rounds": 0}, "training.rounds: expected >= 1, got 0"),
-    ({"data.split": "random"}, "data.split: unknown value 'random'; choose one of homogeneous, dirichlet, kmeans"),
+    ({"data.split": "random"},
+     "data.split: unknown value 'random'; choose one of homogeneous, dirichlet-balanced, dirichlet, kmeans"),
     ({"active.strategy": "greedy"}, "active.strategy: unknown value 'greedy'"),
     ({"active.sampler": "smart"}, "active.sampler: unknown value 'smart'"),
     ({"secure.protocol": "rsa"}, "secure.protocol: unknown value 'rsa'; choose one of plaintext, ckks, masking"),
     ({"active.strategy": "fairfal", "active.sampler": "margin"},
      "active.sampler: strategy 'fairfal' works with \\['fairfal'\\], got 'margin'"),
     ({"active.strategy": "fal-global", "active.sampler": "badge"}, "active.sampler: strategy 'fal-global' works with"),
+    ({"active.strategy": "logo", "active.sampler": "margin"},
+     "active.sampler: strategy 'logo' selects by its own rule and takes no sampler"),
+    ({"active.strategy": "kafal", "active.sampler_options": {"beta": 2}}, "strategy 'kafal' selects by its own"),
+    ({"active.budget_rule": "nearest"}, "active.budget_rule: unknown value 'nearest'; choose one of reference"),
+    ({"training.alone_schedule": "long"}, "training.alone_schedule: unknown value 'long'"),
+    ({"active.gradient_model": "local"}, "active.gradient_model: unknown value 'local'"),
+    ({"active.prior_estimate": "mean"}, "active.prior_estimate: unknown value 'mean'"),
+    ({"data.split_seed": -1}, "data.split_seed: expected >= 0"),
     ({"active.query_fraction": None}, "active: give exactly one of query_fraction"),
     ({"data.corrupted_client": 10}, "data.corrupted_client: expected a client id in \\[0, 10\\), got 10"),
     ({"data.rho": 0.5}, "data.rho: expected >= 1"),
@@ -117,7 +127,8 @@ def test_split_budget_even_remainder_to_lowest_ids_and_caps():
 def test_cycle_budget_and_initial_sets():
     config = tiny(active__budget=None, active__query_fraction=0.05)
     pools = build_pools(config)
-    assert cycle_budget(config, len(pools.y)) == round(0.05 * 1347)
+    assert cycle_budget(config, len(pools.y)) == 3 * int(1300 * 0.05 / 3) == 63    # 3 clients, reference rule
+    assert cycle_budget(tiny(active__budget=None, active__budget_rule="exact"), 1347) == round(0.05 * 1347)
     with pytest.raises(ConfigError, match="is a budget of 0"):
         cycle_budget(tiny(active__budget=None, active__query_fraction=1e-5), 1347)
     first, again = initial_labeled(pools, 0.05, 0), initial_labeled(pools, 0.05, 0)
@@ -127,6 +138,31 @@ def test_cycle_budget_and_initial_sets():
         assert np.array_equal(lab, again[k])
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
     assert all(len(lab) == 2 for lab in initial_labeled(pools, 1e-4, 0))   # BatchNorm needs two
+
+
+@pytest.mark.parametrize("rule, n_train, clients, budget", [
+    ("reference", 20428, 10, 1020),   # FMNIST-LT: round(20428, -2) * 0.05 = 1020, 102 per client
+    ("exact", 20428, 10, 1021),       # round(0.05 * 20428)
+    ("reference", 20451, 10, 1020),   # round(20451, -2) = 20500 -> 1025 -> 102 per client
+    ("reference", 1250, 4, 60),       # Python rounds the half to even: 1200 -> 60 -> 15 per client
+    ("reference", 545, 5, 25),        # 500 * 0.05 = 25 -> 5 per client
+])
+def test_budget_rules(rule, n_train, clients, budget):
+    config = tiny(active__budget=None, active__budget_rule=rule, data__clients=clients)
+    assert cycle_budget(config, n_train) == budget
+    assert split_budget(budget, [10_000] * clients) == [budget // clients] * clients or rule == "exact"
+
+
+@pytest.mark.parametrize("path", sorted(Path("examples/configs").glob("*.toml")), ids=lambda p: p.stem)
+def test_example_configs_load_for_every_method_of_the_fairfal_table(path):
+    from examples.fairfal_table import METHODS
+
+    config = load_config(path)
+    if path.stem.startswith("fairfal_fmnist_lt"):
+        assert (config.data.split, config.data.split_seed, config.active.budget_rule) == ("dirichlet-balanced", 0,
+                                                                                          "reference")
+        for overrides in METHODS.values():
+            load_config(path, overrides)
 
 
 def test_long_tail_dirichlet_and_corrupted_client():

@@ -170,6 +170,58 @@ def test_train_local_merges_a_trailing_single_sample_and_learns():
         train_local(model, x[:0], y[:0], epochs=1)
 
 
+def test_train_local_stops_after_the_first_epoch_reaching_the_accuracy():
+    g = torch.Generator().manual_seed(0)   # weakly separated classes: takes the tiny MLP about a dozen epochs
+    y = torch.randint(0, 2, (40,), generator=g)
+    x = torch.randn(40, 1, 4, 4, generator=g) + 0.3 * (2.0 * y - 1).view(-1, 1, 1, 1)
+    steps = []
+
+    def lr(step):
+        steps.append(step)
+        return 0.05
+
+    model = tiny_mlp()
+    train_local(model, x, y, epochs=50, sgd=SGDConfig(batch_size=16), seed=1, lr_at_step=lr, stop_accuracy=0.99)
+    assert steps == list(range(len(steps))) and len(steps) % 3 == 0   # 40 samples: 3 batches per epoch
+    epochs = len(steps) // 3
+    assert 5 <= epochs < 50 and evaluate(model, x, y)[0] >= 0.99
+    # the same run without the stop: identical after that many epochs, and one epoch fewer is not enough
+    again, fewer = tiny_mlp(), tiny_mlp()
+    train_local(again, x, y, epochs=epochs, sgd=SGDConfig(lr=0.05, batch_size=16), seed=1)
+    assert states_equal(again, model)
+    train_local(fewer, x, y, epochs=epochs - 1, sgd=SGDConfig(lr=0.05, batch_size=16), seed=1)
+    assert evaluate(fewer, x, y)[0] < 0.99
+
+
+def test_train_local_applies_the_lr_of_each_step():
+    (x, y), = make_clients(sizes=(40,), image=4)
+    model, frozen = tiny_mlp(), tiny_mlp()
+    train_local(frozen, x, y, epochs=2, sgd=SGDConfig(batch_size=16, weight_decay=0.0), lr_at_step=lambda t: 0.0)
+    assert states_equal(frozen, model)
+    late, early = tiny_mlp(), tiny_mlp()   # lr 0 from step 3 on = one epoch at lr 0.05, then nothing moves
+    train_local(late, x, y, epochs=3, sgd=SGDConfig(batch_size=16, weight_decay=0.0),
+                lr_at_step=lambda t: 0.05 if t < 3 else 0.0)
+    train_local(early, x, y, epochs=1, sgd=SGDConfig(lr=0.05, batch_size=16, weight_decay=0.0))
+    for a, b in zip(late.parameters(), early.parameters()):
+        assert torch.allclose(a, b, atol=1e-7)   # momentum keeps a step's velocity, but at lr 0 it adds nothing
+
+
+def test_final_locals_are_each_clients_model_of_the_last_round():
+    clients, config = make_clients(), FedAvgConfig(rounds=2, local_epochs=1, sgd=SGDConfig(lr=0.05))
+    model = tiny_mlp()
+    result = train_federated(model, clients, Aggregator("plaintext", range(3), seed=0), config, seed=5,
+                             keep_final_locals=True)
+    assert sorted(result.final_locals) == [0, 1, 2]
+    first_round = tiny_mlp()
+    train_federated(first_round, clients, Aggregator("plaintext", range(3), seed=0),
+                    FedAvgConfig(rounds=1, local_epochs=1, sgd=SGDConfig(lr=0.05)), seed=5)
+    for k, (x, y) in enumerate(clients):
+        local = copy.deepcopy(first_round)
+        train_local(local, x, y, epochs=1, sgd=SGDConfig(lr=config.lr_at(1)), seed=client_seed(5, 1, k))
+        assert states_equal(local, result.final_locals[k])
+    assert train_federated(tiny_mlp(), clients, Aggregator("plaintext", range(3)), config).final_locals == {}
+
+
 def test_plaintext_and_masking_give_identical_weights():
     pytest.importorskip("secure_fal.secagg.masking")
     config = FedAvgConfig(rounds=2, local_epochs=1)

@@ -94,7 +94,7 @@ def test_registry_names_and_unknown_name():
     for name in SAMPLERS:
         sampler = get_sampler(name)
         assert isinstance(sampler, Sampler) and sampler.name == name
-        assert sampler.needs <= {"probs", "embeddings", "labels", "grad_embeddings"}
+        assert sampler.needs <= {"probs", "embeddings", "labels"}
     assert get_sampler("iwkmeans", beta=3).beta == 3
     with pytest.raises(ValueError, match="unknown sampler 'coreset'; valid names: random, margin"):
         get_sampler("coreset")
@@ -110,8 +110,8 @@ def test_pool_view_validation():
         PoolView(pool.probs, pool.embeddings, pool.labeled_mask.long())
     with pytest.raises(ValueError, match="labels must be an int64"):
         PoolView(pool.probs, pool.embeddings, pool.labeled_mask, pool.labels.int())
-    with pytest.raises(ValueError, match="grad_embeddings must be"):
-        PoolView(pool.probs, pool.embeddings, pool.labeled_mask, grad_embeddings=pool.embeddings)
+    with pytest.raises(ValueError, match="grad_probs must be"):
+        PoolView(pool.probs, pool.embeddings, pool.labeled_mask, grad_probs=pool.probs[:, :1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

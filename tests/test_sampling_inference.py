@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from secure_fal.sampling import badge_grad_embeddings, get_sampler, pool_view
+from secure_fal.sampling import get_sampler, pool_view
 
 
 class TinyModel(nn.Module):
@@ -46,24 +46,16 @@ def test_eval_mode_batched_outputs_and_training_mode_restored():
         z = model.embed(x)
         assert torch.allclose(view.embeddings, z, atol=1e-6)
         assert torch.allclose(view.probs, torch.softmax(model.head(z), dim=1), atol=1e-6)
-    assert torch.equal(view.labeled_mask, mask) and view.labels is None and view.grad_embeddings is None
+    assert torch.equal(view.labeled_mask, mask) and view.labels is None and view.grad_probs is None
 
 
 def test_batch_size_does_not_change_the_result():
     model, (x, mask, y) = TinyModel(), data()
-    a = pool_view(model, x, mask, y, needs={"labels", "grad_embeddings"}, batch_size=1000)
-    b = pool_view(model, x, mask, y, needs={"labels", "grad_embeddings"}, batch_size=4)
-    for name in ("probs", "embeddings", "grad_embeddings"):
+    a = pool_view(model, x, mask, y, needs={"labels"}, batch_size=1000)
+    b = pool_view(model, x, mask, y, needs={"labels"}, batch_size=4)
+    for name in ("probs", "embeddings"):
         assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-6)
     assert torch.equal(a.labels, y)
-
-
-def test_grad_embeddings_only_when_needed():
-    model, (x, mask, _) = TinyModel(), data()
-    assert pool_view(model, x, mask, needs=get_sampler("badge").needs).grad_embeddings is None
-    view = pool_view(model, x, mask, needs={"grad_embeddings"})
-    assert view.grad_embeddings.shape == (23, 5 * 4)
-    assert torch.allclose(view.grad_embeddings, badge_grad_embeddings(view.probs, view.embeddings))
 
 
 def test_feeds_a_sampler_end_to_end():

@@ -11,13 +11,16 @@ import torch
 from secure_fal.experiment import load_config, run_experiment
 from secure_fal.experiment.runner import CHECKPOINT_FILE
 from secure_fal.experiment.setup import build_aggregator, build_pools, build_strategy, build_trainer, initial_labeled
-from secure_fal.sampling import SAMPLERS
+from secure_fal.sampling import SAMPLERS, get_sampler
 from secure_fal.secagg import Aggregator, Faults
-from secure_fal.strategies import STRATEGIES, Cycle, derive_seed, get_strategy, least_cost_pairs
-from secure_fal.strategies.fairfal import (balanced_mean_probs, imbalance_ratio, prior_divergence,
-                                           secure_mean_gamma)
+from secure_fal.federated import FedAvgConfig, SGDConfig
+from secure_fal.strategies import (STRATEGIES, ClientPools, Cycle, FairFAL, Trainer, derive_seed, get_strategy,
+                                   least_cost_pairs)
+from secure_fal.strategies.fairfal import (balanced_mean_probs, imbalance_ratio, oversampled_positions,
+                                           prior_divergence, secure_mean_gamma)
 
 from .conftest import protocol_or_skip
+from .test_sampling_fairfal import reference_picks
 
 # A tiny experiment: 3 clients on digits, an MLP, 2 FedAvg rounds of 1 epoch, 2 cycles, 30 labels per query.
 TINY = {
@@ -153,6 +156,33 @@ def test_balanced_mean_probs_equals_mean_over_the_oversampled_copy():
     assert got == pytest.approx(copy.mean(axis=0))
 
 
+def reference_balanced_indices(y, seed=42):
+    """The reference's make_balanced_indices (chenchenzong/FairFAL strategy.py), transcribed: per class in
+    increasing order, the largest class drawn without replacement, the others topped up with replacement."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    target, out = counts.max(), []
+    for c, n in zip(classes, counts):
+        idx = np.where(y == c)[0]
+        if target - n <= 0:
+            out.append(rng.choice(idx, size=target, replace=False))
+        else:
+            out.append(np.concatenate([idx, rng.choice(idx, size=target - n, replace=True)]))
+    return np.concatenate(out)
+
+
+def test_oversampled_prior_is_the_mean_over_the_reference_draw():
+    table = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.2, 0.2, 0.6]])
+    model = _FixedProbs(table)
+    kinds = np.array([0, 2, 0, 1, 3, 3, 2])
+    x, y = torch.tensor(kinds, dtype=torch.float64)[:, None], torch.tensor([0, 0, 0, 1, 2, 2, 1])
+    positions = reference_balanced_indices(y.numpy())
+    assert sorted(positions.tolist()) == sorted(oversampled_positions(y.numpy()).tolist())
+    got = balanced_mean_probs(model, x, y, 3, estimate="oversample")
+    assert got == pytest.approx(table[kinds[positions]].mean(axis=0))
+    assert not got == pytest.approx(balanced_mean_probs(model, x, y, 3, estimate="exact"))
+
+
 def test_gamma_divergence_and_score():
     assert imbalance_ratio(np.array([0.5, 0.3, 0.2]), [0, 1]) == pytest.approx(0.6)
     assert imbalance_ratio(np.array([0.5, 0.3, 0.2]), [0, 1, 2]) == pytest.approx(0.4)
@@ -192,6 +222,72 @@ def test_fairfal_model_choice_follows_threshold(threshold, choice, tmp_path):
     assert rounds == [config.training.rounds + 1, config.training.rounds, config.training.rounds]
 
 
+class _Linear(torch.nn.Module):
+    """A fixed linear classifier on flattened inputs, with the embed / head interface (tests only)."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.as_tensor(weight, dtype=torch.float32))
+
+    def embed(self, x):
+        return x.flatten(1)
+
+    def head(self, z):
+        return z @ self.weight.T
+
+    def forward(self, x):
+        return self.head(self.embed(x))
+
+
+@pytest.mark.parametrize("gamma_bar, threshold, query, gradient", [
+    (0.3, 0.0, "global", "global"), (0.7, 0.0, "global", "local"), (0.7, 1.0, "local", "local"),
+    (0.3, 1.0, "local", "global")])
+def test_fairfal_second_switch_picks_the_gradient_model(gamma_bar, threshold, query, gradient, monkeypatch):
+    # features always global; entropy from the query model (s_k > threshold); gradient probabilities from the
+    # global model iff gamma_bar < 0.5 (chenchenzong/FairFAL fairfal_sampling.py, choose_net2)
+    g = torch.Generator().manual_seed(3)
+    n, classes = 80, 3
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = (torch.nn.functional.one_hot(y, 4).float() * 2 + torch.randn(n, 4, generator=g))[:, None, None, :]
+    pools = ClientPools(x, y, (np.arange(n),), x[:5], y[:5], classes)
+    trainer = Trainer(lambda: None, FedAvgConfig(), alone_epochs=1, device=torch.device("cpu"))
+    models = {"global": _Linear(torch.randn(classes, 4, generator=g)),
+              "local": _Linear(torch.randn(classes, 4, generator=g))}
+    strategy = FairFAL(pools, trainer, get_sampler("fairfal"), threshold=threshold)
+    monkeypatch.setattr(strategy, "_alone_model", lambda cycle, labeled, client: models["local"])
+    cycle = Cycle(0, 0, None)
+    strategy.use_global_model(cycle, models["global"])
+    labeled = np.arange(0, n, 8)
+    picked, facts = strategy.select_on_client(cycle, 0, labeled, 9, gamma_bar)
+    assert (facts["model_choice"], facts["gradient_choice"]) == (query, gradient)
+    with torch.no_grad():
+        probs = {k: torch.softmax(m(x), dim=1).double() for k, m in models.items()}
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[labeled] = True
+    expected = reference_picks(probs[query], probs[gradient], x.flatten(1).double(), mask, y, 9, classes)
+    assert set(picked.tolist()) == expected
+
+
+def test_local_only_training_follows_the_reference_schedule(monkeypatch):
+    calls = []
+    monkeypatch.setattr("secure_fal.strategies.training.train_local", lambda model, x, y, **kw: calls.append(kw))
+    sgd = SGDConfig(lr=0.01)
+    reference = Trainer(lambda: torch.nn.Linear(2, 2), FedAvgConfig(sgd=sgd), alone_epochs=50,
+                        device=torch.device("cpu"))
+    reference.alone(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), init_seed=0, seed=1)
+    (kw,) = calls
+    # one run of at most 50 epochs, stopping at training accuracy 0.99; the lr milestone int(50 * 3/4) = 37 counts
+    # optimiser steps (MultiStepLR stepped per batch): steps 0..36 at 0.01, from step 37 on at 0.001
+    assert kw["epochs"] == 50 and kw["stop_accuracy"] == 0.99
+    assert [kw["lr_at_step"](t) for t in (0, 36, 37, 1000)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    calls.clear()
+    fixed = Trainer(lambda: torch.nn.Linear(2, 2), FedAvgConfig(sgd=sgd), alone_epochs=50,
+                    device=torch.device("cpu"), alone_schedule="fixed")
+    fixed.alone(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), init_seed=0, seed=1)
+    assert [(kw["epochs"], kw["sgd"].lr) for kw in calls] == [(38, 0.01), (12, pytest.approx(0.001))]
+    assert all("stop_accuracy" not in kw for kw in calls)
+
+
 def test_fairfal_state_round_trips():
     config = tiny(active__strategy="fairfal")
     pools = build_pools(config)
@@ -221,7 +317,7 @@ def test_derive_seed_is_stable_and_separates_paths():
 
 # -- secure protocols choose what plaintext chooses ---------------------------------------------------------
 
-SECURE_CASES = [("fal-global", {"active__quota": False}), ("fairfal", {}), ("f-al", {})]
+SECURE_CASES = [("fal-global", {"active__quota": False}), ("fairfal", {}), ("f-al", {}), ("kafal", {})]
 
 
 @pytest.mark.parametrize("strategy, extra", SECURE_CASES, ids=[c[0] for c in SECURE_CASES])

@@ -4,7 +4,10 @@ Every function is deterministic given its ``seed``. Partitions are returned as a
 int64 index arrays into the array they were computed from; together they cover it exactly.
 
 - ``homogeneous_split``: stratified, i.i.d.-like; client sizes differ by at most one.
-- ``dirichlet_split``: client class proportions ~ Dir(alpha), EQUAL client sizes, class totals kept.
+- ``dirichlet_balanced_split``: the FairFAL / LoGo reference's ``dir_balance`` (Sinkhorn-normalised
+  Dirichlet priors, per-class largest-remainder allocation, then samples moved until client sizes are equal).
+- ``dirichlet_split``: client class proportions ~ Dir(alpha), EQUAL client sizes, class totals kept, each
+  sample drawn from its client's prior in turn (ours; less skewed than the reference at small alpha).
 - ``long_tail_indices``: global class imbalance (rho), applied BEFORE any split.
 - ``kmeans_split``: 20% homogeneous + 80% by k-means cluster of the inputs (cluster j -> client j).
 - ``shot_noise``: Poisson (shot) noise on chosen samples, e.g. every sample of one "corrupted client".
@@ -36,6 +39,17 @@ def _sorted_parts(parts: list[list[np.ndarray]] | list[np.ndarray]) -> list[np.n
         arr = np.concatenate(part) if isinstance(part, list) and part else np.asarray(part)
         out.append(np.sort(arr.astype(np.int64)))
     return out
+
+
+def _deal(y: np.ndarray, allocation: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """Client k gets allocation[k, c] samples of class c: each class's samples, shuffled, dealt in client order."""
+    parts: list[list[np.ndarray]] = [[] for _ in range(len(allocation))]
+    for c in range(allocation.shape[1]):
+        members = rng.permutation(np.flatnonzero(y == c))
+        bounds = np.concatenate([[0], np.cumsum(allocation[:, c])])
+        for k in range(len(allocation)):
+            parts[k].append(members[bounds[k]:bounds[k + 1]])
+    return _sorted_parts(parts)
 
 
 def homogeneous_split(labels, n_clients: int, seed: int = 0) -> list[np.ndarray]:
@@ -114,13 +128,102 @@ def dirichlet_split(labels, n_clients: int, alpha: float, seed: int = 0) -> list
             available[c] = False
             cumulative.clear()
 
-    parts: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
-    for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero(y == c))
-        bounds = np.concatenate([[0], np.cumsum(allocation[:, c])])
-        for k in range(n_clients):
-            parts[k].append(members[bounds[k]:bounds[k + 1]])
-    return _sorted_parts(parts)
+    return _deal(y, allocation, rng)
+
+
+SINKHORN_STEPS = 5
+"""Alternating row / column normalisations of the reference's Dirichlet prior matrix."""
+
+
+def balanced_allocation(prior, class_counts) -> np.ndarray:
+    """Samples per (client, class) of the reference ``dir_balance`` from a prior matrix; deterministic.
+
+    1. Per class j: client k gets floor(n_j * P[k, j] / sum_k P[k, j]); the n_j - sum of floors left over go
+       one each to the clients with the largest fractional parts (ties to the lower id). A column without
+       mass is split uniformly.
+    2. Client k's target size is N // K, +1 for the first N % K clients. Until every client has its target,
+       repeat passes over the classes j = 0 .. C-1; in a pass, clients with a deficit (receivers, largest
+       deficit first) take class-j samples from clients with a surplus (donors: surplus clients holding
+       class j, at most min(their class-j count, their surplus) each), each receiver filling its deficit from
+       the donors with most left to give first; ties in every ordering go to the lower id.
+
+    Args:
+        prior: float (K, C) non-negative client-by-class weights.
+        class_counts: int (C,) samples per class.
+    Returns:
+        int64 (K, C): column sums = class_counts, row sums = the target sizes.
+    Raises:
+        ValueError: the passes stop moving samples before the sizes are equal (cannot happen with K <= N).
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    counts = np.asarray(class_counts, dtype=np.int64)
+    n_clients, num_classes = prior.shape
+    alloc = np.zeros((n_clients, num_classes), dtype=np.int64)
+    for j in range(num_classes):
+        if counts[j] == 0:
+            continue
+        column = np.clip(prior[:, j], 0.0, None)
+        if column.sum() <= 0:
+            column = np.full(n_clients, 1.0 / n_clients)
+        share = column / column.sum() * counts[j]
+        floor = np.floor(share).astype(np.int64)
+        largest_fraction = np.argsort(-(share - floor), kind="stable")
+        floor[largest_fraction[: counts[j] - floor.sum()]] += 1
+        alloc[:, j] = floor
+    total = int(counts.sum())
+    target = np.full(n_clients, total // n_clients, dtype=np.int64)
+    target[: total % n_clients] += 1
+    deficit = target - alloc.sum(axis=1)          # > 0: must receive, < 0: must give
+    while deficit.any():
+        receivers = sorted(np.flatnonzero(deficit > 0).tolist(), key=lambda k: -deficit[k])
+        donors = sorted(np.flatnonzero(deficit < 0).tolist(), key=lambda k: deficit[k])
+        moved = 0
+        for j in range(num_classes):
+            supply = {k: int(min(alloc[k, j], -deficit[k])) for k in donors if alloc[k, j] > 0 and deficit[k] < 0}
+            for r in receivers:
+                for k in sorted(supply, key=lambda d: -supply[d]):
+                    amount = min(supply[k], int(deficit[r]))
+                    if amount <= 0:
+                        continue
+                    alloc[k, j] -= amount
+                    alloc[r, j] += amount
+                    supply[k] -= amount
+                    deficit[k] += amount
+                    deficit[r] -= amount
+                    moved += amount
+        if not moved:
+            raise ValueError(f"balanced_allocation: client sizes stuck at {alloc.sum(axis=1).tolist()}, "
+                             f"targets {target.tolist()}")
+    return alloc
+
+
+def dirichlet_balanced_split(labels, n_clients: int, alpha: float, seed: int = 0) -> list[np.ndarray]:
+    """The reference non-i.i.d. split (``dir_balance`` of the FairFAL and LoGo code): equal client sizes,
+    class totals kept, more skewed than ``dirichlet_split`` at small alpha.
+
+    Draws P (K x C) with each row ~ Dir(alpha * 1_C), normalises rows then columns ``SINKHORN_STEPS`` times
+    (each sum + 1e-12), turns P into counts with ``balanced_allocation``, then deals each class's samples,
+    shuffled, to the clients in id order. The reference always uses the seed-0 split (it never passes its
+    seed); ``data.split_seed`` reproduces that habit.
+
+    Args:
+        labels: (N,) integer class labels.
+        n_clients: K.
+        alpha: Dirichlet concentration, > 0.
+    Returns:
+        K disjoint sorted int64 index arrays covering range(N); sizes N // K or N // K + 1 (the larger first).
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    y = _labels(labels)
+    _check_clients(n_clients, len(y))
+    rng = np.random.default_rng(seed)
+    num_classes = int(y.max()) + 1
+    prior = rng.dirichlet(np.full(num_classes, float(alpha)), size=n_clients)
+    for _ in range(SINKHORN_STEPS):
+        prior = prior / (prior.sum(axis=1, keepdims=True) + 1e-12)
+        prior = prior / (prior.sum(axis=0, keepdims=True) + 1e-12)
+    return _deal(y, balanced_allocation(prior, np.bincount(y, minlength=num_classes)), rng)
 
 
 def long_tail_counts(class_counts, rho: float) -> np.ndarray:

@@ -20,18 +20,28 @@ MODELS = ("cnn", "mlp", "resnet18")
 SAMPLERS = ("random", "margin", "entropy", "least-confidence", "kcenter", "badge", "iwkmeans", "fairfal")
 """Client-local samplers (``active.sampler``)."""
 
+ALONE_SCHEDULES = ("reference", "fixed")
+"""How a local-only model trains (``training.alone_schedule``; ``strategies.training.ALONE_SCHEDULES``)."""
+
+PRIOR_ESTIMATES = ("oversample", "exact")
+"""FairFAL's class-prior estimate (``active.prior_estimate``; ``strategies.fairfal.PRIOR_ESTIMATES``)."""
+
+GRADIENT_MODELS = ("reference", "global")
+"""FairFAL's gradient-embedding model (``active.gradient_model``; ``strategies.fairfal.GRADIENT_MODELS``)."""
+
 
 @dataclass(frozen=True)
 class StrategyChoice:
     """What the config needs to know of a strategy class (its class attributes of the same names).
 
     Attributes:
-        default_sampler: the sampler used when ``active.sampler`` is omitted.
+        default_sampler: the sampler used when ``active.sampler`` is omitted (None: the strategy selects by its
+            own rule and takes no sampler).
         samplers: the samplers it accepts (None: any).
         federated: False for the bounds that never aggregate across clients.
     """
 
-    default_sampler: str = "margin"
+    default_sampler: str | None = "margin"
     samplers: frozenset[str] | None = None
     federated: bool = True
 
@@ -42,6 +52,9 @@ STRATEGIES: dict[str, StrategyChoice] = {
     "fal-local": StrategyChoice(),
     "fal-global": StrategyChoice(samplers=frozenset({"margin", "entropy", "least-confidence"})),
     "fairfal": StrategyChoice("fairfal", frozenset({"fairfal"})),
+    "logo": StrategyChoice(None),
+    "kafal": StrategyChoice(None),
+    "ifal": StrategyChoice(None),
     "centralized": StrategyChoice(federated=False),
     "client-alone": StrategyChoice(federated=False),
 }

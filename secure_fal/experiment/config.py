@@ -12,8 +12,12 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
                                 # npz: the .npz file; folder: the folder of train/ and test/; see secure_fal.data)
     download = false            # allow torchvision to download a missing dataset
     rho = 20                    # global long-tail imbalance applied before splitting (omit: none)
-    split = "dirichlet"         # homogeneous | dirichlet | kmeans
-    alpha = 0.1                 # Dirichlet concentration (split = "dirichlet")
+    split = "dirichlet-balanced"  # homogeneous | dirichlet-balanced (the FairFAL/LoGo reference's dir_balance)
+                                # | dirichlet (ours: each sample drawn from its client's prior; less skewed)
+                                # | kmeans
+    alpha = 0.1                 # Dirichlet concentration (the two dirichlet splits)
+    split_seed = 0              # seed of the split for every run (the reference always splits with seed 0);
+                                # omit: derived from the experiment seed
     clients = 10
     corrupted_client = 3        # this client's images get strong shot noise (omit: none)
     photons = 3.0               # shot-noise strength (fewer photons: stronger noise)
@@ -30,21 +34,32 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     lr_decay_at = 0.75          # lr x lr_decay after this fraction of rounds (or of alone_epochs)
     lr_decay = 0.1
     update_bound = 64.0         # public bound on |FedAvg update| per weight (BN running stats included)
-    alone_epochs = 50           # epochs of non-federated training (s-al, client-alone, centralized,
-                                # FairFAL's local model); omit: rounds * local_epochs
+    alone_epochs = 50           # (at most) epochs of non-federated training (s-al, client-alone, centralized,
+                                # the local-only model of FairFAL and LoGo); omit: rounds * local_epochs
+    alone_schedule = "reference"  # reference: stop at training accuracy 0.99, lr milestone counted in batches
+                                # (the reference's training_local_only) | fixed: always alone_epochs epochs
     finetune_epochs = 5         # fal-local's local fine-tuning
 
     [active]
-    strategy = "f-al"           # s-al | f-al | fal-local | fal-global | fairfal | centralized | client-alone
-    sampler = "margin"          # omit: the strategy's default (fairfal: "fairfal", others: "margin")
-    sampler_options = {}        # e.g. {kappa = 4} for fairfal, {beta = 10} for iwkmeans
+    strategy = "f-al"           # s-al | f-al | fal-local | fal-global | fairfal | logo | kafal | ifal
+                                # | centralized | client-alone
+    sampler = "margin"          # omit: the strategy's default (fairfal: "fairfal", others: "margin"); logo,
+                                # kafal and ifal select by their own rule and take none
+    sampler_options = {}        # e.g. {kappa = 4, quota_classes = "present"} for fairfal,
+                                # {beta = 10, mode = "lloyd"} for iwkmeans
     cycles = 9                  # train+evaluate steps; a selection follows every one but the last
     initial_fraction = 0.05     # random initial labeled share of each client's pool
     query_fraction = 0.05       # global budget per cycle as a share of the train set ...
     budget = 600                # ... or as a number of samples (setting it replaces query_fraction)
+    budget_rule = "reference"   # query_fraction -> budget: reference: K * int(round(N, -2) * fraction / K)
+                                # (FMNIST-LT: 1020, 102 per client) | exact: round(fraction * N) (1021)
     quota = true                # fal-global: each client labels exactly its share
     beta = 10                   # fal-global: candidates per client = beta * its budget
     threshold = 0.75            # fairfal: global query model when s_k > threshold
+    prior_estimate = "oversample"  # fairfal: mean softmax over a random rebalanced copy (reference, seed 42)
+                                # | exact (its expectation)
+    gradient_model = "reference"  # fairfal: gradient-embedding probabilities from the global model iff
+                                # gamma_bar < 0.5, else the local-only one (reference) | global (the paper)
 
     [secure]
     protocol = "plaintext"      # plaintext | ckks | masking
@@ -72,7 +87,8 @@ from ..errors import UserError
 from ..plugins import is_plugin
 from . import choices
 
-SPLITS = ("homogeneous", "dirichlet", "kmeans")
+SPLITS = ("homogeneous", "dirichlet-balanced", "dirichlet", "kmeans")
+BUDGET_RULES = ("reference", "exact")
 PROTOCOLS = ("plaintext", "ckks", "masking")
 
 
@@ -94,6 +110,7 @@ class DataConfig:
     rho: float | None = None
     split: str = "homogeneous"
     alpha: float = 0.1
+    split_seed: int | None = None
     clients: int = 10
     corrupted_client: int | None = None
     photons: float = 3.0
@@ -110,6 +127,8 @@ class DataConfig:
                  "only input from the sum)")
         _require("data.alpha", self.alpha, self.alpha > 0, "> 0")
         _require("data.photons", self.photons, self.photons > 0, "> 0")
+        if self.split_seed is not None:
+            _require("data.split_seed", self.split_seed, self.split_seed >= 0, ">= 0 (or omitted)")
         if self.rho is not None:
             _require("data.rho", self.rho, self.rho >= 1, ">= 1 (or omitted: no long tail)")
         if self.corrupted_client is not None:
@@ -133,6 +152,7 @@ class TrainingConfig:
     lr_decay: float = 0.1
     update_bound: float = 64.0   # FedAvgConfig.update_bound
     alone_epochs: int | None = None
+    alone_schedule: str = "reference"
     finetune_epochs: int = 5
 
     def check(self) -> None:
@@ -149,6 +169,7 @@ class TrainingConfig:
         _require("training.update_bound", self.update_bound, self.update_bound > 0, "> 0")
         if self.alone_epochs is not None:
             _require("training.alone_epochs", self.alone_epochs, self.alone_epochs >= 1, ">= 1")
+        _choice("training.alone_schedule", self.alone_schedule, choices.ALONE_SCHEDULES)
         _require("training.finetune_epochs", self.finetune_epochs, self.finetune_epochs >= 0, ">= 0")
 
     @property
@@ -168,15 +189,23 @@ class ActiveConfig:
     initial_fraction: float = 0.05
     query_fraction: float | None = 0.05
     budget: int | None = None
+    budget_rule: str = "reference"
     quota: bool = True
     beta: int = 10
     threshold: float = 0.75
+    prior_estimate: str = "oversample"
+    gradient_model: str = "reference"
 
     def check(self) -> None:
         _choice("active.strategy", self.strategy, tuple(choices.STRATEGIES))
         if self.sampler is not None:
             _choice("active.sampler", self.sampler, choices.SAMPLERS)
-        accepted = choices.STRATEGIES[self.strategy].samplers
+        strategy = choices.STRATEGIES[self.strategy]
+        if strategy.default_sampler is None and (self.sampler is not None or self.sampler_options):
+            raise ConfigError(f"active.sampler: strategy {self.strategy!r} selects by its own rule and takes no "
+                              f"sampler; remove active.sampler / active.sampler_options (got {self.sampler!r}, "
+                              f"{self.sampler_options!r})")
+        accepted = strategy.samplers
         if accepted is not None and self.sampler_name not in accepted:
             raise ConfigError(f"active.sampler: strategy {self.strategy!r} works with {sorted(accepted)}, "
                               f"got {self.sampler_name!r}")
@@ -190,12 +219,16 @@ class ActiveConfig:
             _require("active.query_fraction", self.query_fraction, 0 < self.query_fraction <= 1, "in (0, 1]")
         if self.budget is not None:
             _require("active.budget", self.budget, self.budget >= 1, ">= 1")
+        _choice("active.budget_rule", self.budget_rule, BUDGET_RULES)
         _require("active.beta", self.beta, self.beta >= 1, ">= 1")
         _require("active.threshold", self.threshold, 0 <= self.threshold <= 1, "in [0, 1]")
+        _choice("active.prior_estimate", self.prior_estimate, choices.PRIOR_ESTIMATES)
+        _choice("active.gradient_model", self.gradient_model, choices.GRADIENT_MODELS)
 
     @property
-    def sampler_name(self) -> str:
-        """The sampler that runs: ``sampler``, or the strategy's default when omitted."""
+    def sampler_name(self) -> str | None:
+        """The sampler that runs: ``sampler``, or the strategy's default when omitted (None: the strategy takes
+        no sampler)."""
         return self.sampler if self.sampler is not None else choices.STRATEGIES[self.strategy].default_sampler
 
 
@@ -239,7 +272,8 @@ class ExperimentConfig:
         return {
             "fal-local": {"finetune_epochs": self.training.finetune_epochs},
             "fal-global": {"quota": self.active.quota, "beta": self.active.beta},
-            "fairfal": {"threshold": self.active.threshold},
+            "fairfal": {"threshold": self.active.threshold, "prior_estimate": self.active.prior_estimate,
+                        "gradient_model": self.active.gradient_model},
         }.get(self.active.strategy, {})
 
     @classmethod

@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .grouping import group_runs, title_of
+from .summary import method_label
 
 METRICS = {"accuracy": "test accuracy (%)", "worst_class_accuracy": "worst-class test accuracy (%)"}
 """Cycle-record keys a curve can show -> y-axis label."""
@@ -33,7 +34,7 @@ def plot_learning_curve(results: Mapping | Mapping[str, Mapping | Sequence[Mappi
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r}: choose one of {', '.join(METRICS)}")
     if isinstance(results, Mapping) and "cycles" in results:
-        methods = {f"{results['strategy']} ({results['sampler']})": [results]}
+        methods = {method_label(results): [results]}
     elif isinstance(results, Mapping):
         methods = {label: [runs] if isinstance(runs, Mapping) else list(runs) for label, runs in results.items()}
     else:

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..data import dirichlet_split, homogeneous_split, kmeans_split, load_dataset, long_tail_indices, shot_noise
+from ..data import (dirichlet_balanced_split, dirichlet_split, homogeneous_split, kmeans_split, load_dataset,
+                    long_tail_indices, shot_noise)
 from ..device import get_device
 from ..federated import FedAvgConfig, SGDConfig
 from ..models import build_model, check_model
@@ -38,9 +39,11 @@ def build_pools(config: ExperimentConfig) -> ClientPools:
         x, y = x[keep], y[keep]
     if cfg.clients > len(y):
         raise ConfigError(f"data.clients: {cfg.clients} clients for {len(y)} train samples")
-    seed = _data_seed(config, "split")
+    seed = _data_seed(config, "split") if cfg.split_seed is None else cfg.split_seed
     if cfg.split == "homogeneous":
         parts = homogeneous_split(y, cfg.clients, seed)
+    elif cfg.split == "dirichlet-balanced":
+        parts = dirichlet_balanced_split(y, cfg.clients, cfg.alpha, seed)
     elif cfg.split == "dirichlet":
         parts = dirichlet_split(y, cfg.clients, cfg.alpha, seed)
     else:
@@ -72,7 +75,8 @@ def build_trainer(config: ExperimentConfig, pools: ClientPools) -> Trainer:
     fedavg = FedAvgConfig(rounds=t.rounds, local_epochs=t.local_epochs,
                           sgd=SGDConfig(t.lr, t.momentum, t.weight_decay, t.batch_size),
                           lr_decay_at=t.lr_decay_at, lr_decay=t.lr_decay, update_bound=t.update_bound)
-    return Trainer(make_model, fedavg, t.effective_alone_epochs, get_device(config.device))
+    return Trainer(make_model, fedavg, t.effective_alone_epochs, get_device(config.device),
+                   alone_schedule=t.alone_schedule)
 
 
 def _check_batch_norm_batches(config: ExperimentConfig, model: torch.nn.Module, pools: ClientPools) -> None:
@@ -90,8 +94,9 @@ def _check_batch_norm_batches(config: ExperimentConfig, model: torch.nn.Module, 
 def build_strategy(config: ExperimentConfig, pools: ClientPools, trainer: Trainer) -> Strategy:
     """The configured strategy with its sampler and options."""
     cls = get_strategy(config.active.strategy)
+    name = config.active.sampler_name
     try:
-        sampler = get_sampler(config.active.sampler_name, **config.active.sampler_options)
+        sampler = None if name is None else get_sampler(name, **config.active.sampler_options)
     except TypeError as exc:
         raise ConfigError(f"active.sampler_options: {exc}") from None
     return cls(pools, trainer, sampler, **config.strategy_options())
@@ -138,9 +143,22 @@ def build_aggregator(config: ExperimentConfig, n_clients: int, cycle: int,
 
 
 def cycle_budget(config: ExperimentConfig, n_train: int) -> int:
-    """Global number of samples labeled per cycle: ``active.budget``, or round(query_fraction * N)."""
+    """Global number of samples labeled per cycle: ``active.budget``, or from ``query_fraction`` by
+    ``active.budget_rule``.
+
+    - "reference" (the FairFAL / LoGo ``main.py``): n_query = round(N, -2) * fraction, each of the K clients
+      labels int(n_query / K), so the budget is K * int(n_query / K) (FMNIST-LT, N = 20,428, fraction 0.05,
+      K = 10: 1020, 102 per client). Python's round, as the reference (halves to even).
+    - "exact": round(fraction * N) (FMNIST-LT: 1021), split with the remainder to the lowest ids.
+    """
     a = config.active
-    budget = a.budget if a.budget is not None else int(round(a.query_fraction * n_train))
+    if a.budget is not None:
+        budget = a.budget
+    elif a.budget_rule == "reference":
+        k = config.data.clients
+        budget = k * int(round(n_train, -2) * a.query_fraction / k)
+    else:
+        budget = int(round(a.query_fraction * n_train))
     if budget < 1:
         raise ConfigError(f"active.query_fraction: {a.query_fraction} of {n_train} train samples is a budget of 0")
     return budget

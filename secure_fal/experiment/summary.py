@@ -18,6 +18,11 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths), *(line(r) for r in cells[1:])])
 
 
+def method_label(results: Mapping) -> str:
+    """'strategy (sampler)', or the strategy alone when it selects by its own rule (no sampler)."""
+    return results["strategy"] if results["sampler"] is None else f"{results['strategy']} ({results['sampler']})"
+
+
 class CycleTable:
     """The per-cycle table of one run, printable a row at a time as cycles finish (fixed column widths).
 
@@ -52,10 +57,11 @@ class CycleTable:
         return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(cells, self.widths)))
 
 
-def run_title(config: Mapping, sampler: str) -> str:
+def run_title(config: Mapping, sampler: str | None) -> str:
     """One line naming a run: strategy (sampler), dataset, clients, protocol (``config``: a ``to_dict``)."""
-    return (f"{config['active']['strategy']} ({sampler}) on {config['data']['dataset']}, {config['data']['clients']} "
-            f"clients, protocol {config['secure']['protocol']}")
+    method = method_label({"strategy": config["active"]["strategy"], "sampler": sampler})
+    return (f"{method} on {config['data']['dataset']}, {config['data']['clients']} clients, "
+            f"protocol {config['secure']['protocol']}")
 
 
 def results_footer(results: Mapping) -> str:

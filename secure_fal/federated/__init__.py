@@ -8,7 +8,7 @@ import importlib
 
 _NAMES = {"FedAvgConfig": "fedavg", "RoundRecord": "fedavg", "StateVector": "fedavg", "TrainResult": "fedavg",
           "client_seed": "fedavg", "train_federated": "fedavg", "SGDConfig": "local", "evaluate": "local",
-          "EvalMetrics": "local", "eval_metrics": "local", "train_local": "local"}
+          "EvalMetrics": "local", "eval_metrics": "local", "train_local": "local", "train_distilled": "local"}
 
 __all__ = list(_NAMES)
 

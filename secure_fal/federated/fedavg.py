@@ -114,10 +114,17 @@ class RoundRecord:
 
 @dataclass
 class TrainResult:
-    """The trained global model and one RoundRecord per round."""
+    """The trained global model, one RoundRecord per round and, when asked for, the clients' last local models.
+
+    Attributes:
+        final_locals: client id -> its local model after its local training in the LAST round (before
+            aggregation), for every participant of that round; empty unless ``keep_final_locals``. KAFAL and
+            IFAL query with it; it never leaves its client.
+    """
 
     model: nn.Module
     history: list[RoundRecord]
+    final_locals: dict[int, nn.Module] = field(default_factory=dict)
 
     @property
     def final_accuracy(self) -> float | None:
@@ -178,7 +185,8 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
                     device: torch.device | str = "cpu", seed: int = 0,
                     participants: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
                     faults: Callable[[int], Faults | None] | None = None,
-                    progress: Callable[[RoundRecord], None] | None = None) -> TrainResult:
+                    progress: Callable[[RoundRecord], None] | None = None,
+                    keep_final_locals: bool = False) -> TrainResult:
     """Train ``model`` (in place; it is the global model) with FedAvg over ``clients``.
 
     Args:
@@ -193,8 +201,10 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
             Default: every client with at least one sample.
         faults: optional function round (0-based) -> fault plan for that round's secure sum (tests, benchmarks).
         progress: called with each RoundRecord as soon as its round ends.
+        keep_final_locals: keep a copy of every participant's local model of the last round
+            (``TrainResult.final_locals``).
     Returns:
-        TrainResult(model, history). Same seed, data, model initialisation and thread count on CPU give
+        TrainResult(model, history[, final_locals]). Same seed, data, model initialisation and thread count on CPU give
         bit-identical weights.
     Raises:
         InputError: a client's update exceeds ``config.update_bound`` (names client, aggregation round and
@@ -211,6 +221,7 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
     weight_bound = config.weight_bound or float(2 ** math.ceil(math.log2(max(max(sizes), 1))))
     worker = copy.deepcopy(model)
     history: list[RoundRecord] = []
+    final_locals: dict[int, nn.Module] = {}
 
     for r in range(config.rounds):
         if participants is None:
@@ -244,6 +255,8 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
                                  f"{config.update_bound} (raise FedAvgConfig.update_bound or lower the lr)",
                                  client=k, round_id=aggregator.round_id + 1, field=layout.name_at(worst))
             deltas[k] = delta
+            if keep_final_locals and r == config.rounds - 1:
+                final_locals[k] = copy.deepcopy(worker)
         train_seconds = time.perf_counter() - started
 
         mean_delta, _, res = aggregator.weighted_mean(
@@ -266,4 +279,4 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
         history.append(record)
         if progress is not None:
             progress(record)
-    return TrainResult(model, history)
+    return TrainResult(model, history, final_locals)

@@ -1,9 +1,11 @@
 """Training and evaluation on one party's own data: a FedAvg client step, local-only training (S-AL, the
-client-alone bound), fine-tuning of the global model (FAL-Local), and test-set evaluation."""
+client-alone bound, the local-only models of FairFAL and LoGo), fine-tuning of the global model (FAL-Local),
+distillation from the global model (IFAL), and test-set evaluation."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,17 +41,21 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
 
 
 def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, sgd: SGDConfig = SGDConfig(),
-                seed: int = 0, device: torch.device | str | None = None) -> float:
+                seed: int = 0, device: torch.device | str | None = None,
+                lr_at_step: Callable[[int], float] | None = None, stop_accuracy: float | None = None) -> float:
     """Train ``model`` in place with SGD on (x, y) for ``epochs`` passes over the data.
 
     Args:
         model: a classifier returning logits; trained on ``device`` (default: where its parameters are).
         x: inputs (N, ...), y: int64 labels (N,), N >= 1; moved to the model's device.
-        epochs: full passes over the data, >= 0.
+        epochs: full passes over the data, >= 0 (the most, with ``stop_accuracy``).
         sgd: optimiser settings.
         seed: seeds the shuffling (a private torch.Generator; the global RNG is untouched).
+        lr_at_step: learning rate of optimiser step t (0-based, counted over all epochs); default: ``sgd.lr``
+            throughout.
+        stop_accuracy: after each epoch, stop once the model's accuracy on (x, y) (eval mode) is at least this.
     Returns:
-        mean cross-entropy over the batches of the last epoch (nan when epochs == 0).
+        mean cross-entropy over the batches of the last epoch run (nan when no epoch ran).
     """
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need N >= 1 inputs with one label each, got {len(x)} inputs and {len(y)} labels")
@@ -62,9 +68,13 @@ def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: i
                                 weight_decay=sgd.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     last_loss = math.nan
+    step = 0
     for _ in range(epochs):
         total, steps = 0.0, 0
         for idx in _batches(len(x), sgd.batch_size, generator):
+            if lr_at_step is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at_step(step)
             idx = idx.to(device)
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[idx]), y[idx])
@@ -72,8 +82,61 @@ def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: i
             optimizer.step()
             total += loss.item()
             steps += 1
+            step += 1
         last_loss = total / steps
+        if stop_accuracy is not None:
+            if evaluate(model, x, y, batch_size=max(sgd.batch_size, 1024), device=device)[0] >= stop_accuracy:
+                break
+            model.train()
     return last_loss
+
+
+def train_distilled(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_epochs: int,
+                    sgd: SGDConfig, temperature: float, ce_weight: float, patience: int, seed: int = 0,
+                    device: torch.device | str | None = None) -> int:
+    """Train ``student`` in place on (x, y) with knowledge distillation from ``teacher`` (kept in eval mode).
+
+    Loss per batch: ce_weight * CE(student, y) + (1 - ce_weight) * T² * mean over the batch of
+    KL(softmax(teacher / T) || softmax(student / T)). Training stops after ``max_epochs``, or once the mean batch
+    loss of an epoch has not fallen below the best so far for ``patience`` epochs in a row; the student keeps
+    its weights of that last epoch (the IFAL reference restores a "best" state dict that aliases the live
+    weights, so its best is the last).
+
+    Returns:
+        the number of epochs run.
+    """
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need N >= 1 inputs with one label each, got {len(x)} inputs and {len(y)} labels")
+    device = torch.device(device) if device is not None else next(student.parameters()).device
+    student.to(device).train()
+    teacher.to(device).eval()
+    x, y = x.to(device), y.to(device)
+    optimizer = torch.optim.SGD(student.parameters(), lr=sgd.lr, momentum=sgd.momentum,
+                                weight_decay=sgd.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    best, stale = math.inf, 0
+    for epoch in range(max_epochs):
+        total, steps = 0.0, 0
+        for idx in _batches(len(x), sgd.batch_size, generator):
+            idx = idx.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = student(x[idx])
+            with torch.no_grad():
+                target = F.softmax(teacher(x[idx]) / temperature, dim=1)
+            kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), target, reduction="batchmean")
+            loss = ce_weight * F.cross_entropy(logits, y[idx]) + (1.0 - ce_weight) * temperature ** 2 * kd
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            steps += 1
+        mean = total / steps
+        if mean < best:
+            best, stale = mean, 0
+        else:
+            stale += 1
+            if stale >= patience:
+                return epoch + 1
+    return max_epochs
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .badge import BadgeSampler
 from .base import PoolView, Sampler
 from .fairfal import FairFALSampler, class_quotas, prototype_pseudo_labels
-from .inference import pool_view
+from .inference import model_outputs, pool_view
 from .iwkmeans import IWKMeansSampler
 from .kcenter import KCenterSampler
 from .space import badge_grad_embeddings
@@ -35,7 +35,7 @@ def get_sampler(name: str, **kwargs) -> Sampler:
 
 
 __all__ = [
-    "SAMPLERS", "PoolView", "Sampler", "get_sampler", "pool_view", "class_quotas",
+    "SAMPLERS", "PoolView", "Sampler", "get_sampler", "pool_view", "model_outputs", "class_quotas",
     "prototype_pseudo_labels", "badge_grad_embeddings", "margin_score", "entropy_score",
     "least_confidence_score", "RandomSampler", "MarginSampler", "EntropySampler",
     "LeastConfidenceSampler", "KCenterSampler", "BadgeSampler", "IWKMeansSampler", "FairFALSampler",

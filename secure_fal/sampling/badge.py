@@ -93,9 +93,9 @@ class BadgeSampler(Sampler):
 
     k-means++ seeding (:func:`kmeans_pp`) on the unlabeled samples' gradient embeddings
     ``g(x) = e(x) ⊗ (onehot(argmax p(x)) - p(x))``; the first seed is the sample of largest gradient
-    norm (as in the BADGE reference code), the next ones are D²-sampled. The embeddings are
-    ``pool.grad_embeddings`` when given, otherwise derived exactly from ``probs`` and ``embeddings``
-    in factored form (two small matrix-vector products per step instead of one over N x D*C).
+    norm (as in the BADGE reference code), the next ones are D²-sampled. The embeddings are derived
+    exactly from ``embeddings`` and ``probs`` (or ``grad_probs`` when given) in factored form (two
+    small matrix-vector products per step instead of one over N x D*C).
     """
 
     name = "badge"

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import torch
 
-FIELDS = frozenset({"probs", "embeddings", "labels", "grad_embeddings"})
+FIELDS = frozenset({"probs", "embeddings", "labels"})
 """Names a sampler may list in :attr:`Sampler.needs` (the fields of :class:`PoolView`)."""
 
 
@@ -36,21 +36,21 @@ class PoolView:
         True where the sample is already labeled; samplers never return these.
     labels : Tensor of shape (N,), int64, optional
         Class labels; only entries where ``labeled_mask`` is True are read.
-    grad_embeddings : Tensor of shape (N, D * C), floating, optional
-        BADGE gradient embeddings, laid out as ``g[:, d * C + c] = e[:, d] * r[:, c]`` (see
-        :func:`secure_fal.sampling.space.badge_grad_embeddings`). When None, samplers derive them
-        exactly from ``probs`` and ``embeddings`` without materialising them; pass them only when
-        they must come from another model than ``probs`` (e.g. FairFAL querying with a local model).
+    grad_probs : Tensor of shape (N, C), floating, optional
+        Softmax output of the model whose probabilities enter the BADGE gradient embeddings
+        ``e ⊗ (onehot - p)`` (see :mod:`secure_fal.sampling.space`), when that is not the model of
+        ``probs``; None: ``probs``. FairFAL takes uncertainty from its query model but the gradient
+        probabilities from the model its second switch names.
     """
 
     probs: torch.Tensor
     embeddings: torch.Tensor
     labeled_mask: torch.Tensor
     labels: torch.Tensor | None = None
-    grad_embeddings: torch.Tensor | None = None
+    grad_probs: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        p, e, m, y, g = self.probs, self.embeddings, self.labeled_mask, self.labels, self.grad_embeddings
+        p, e, m, y, g = self.probs, self.embeddings, self.labeled_mask, self.labels, self.grad_probs
         if p.ndim != 2 or p.shape[1] < 2 or not p.is_floating_point():
             raise ValueError(f"probs must be a floating (N, C) tensor with C >= 2, got {_desc(p)}")
         n, c = p.shape
@@ -60,9 +60,9 @@ class PoolView:
             raise ValueError(f"labeled_mask must be a bool ({n},) tensor, got {_desc(m)}")
         if y is not None and (y.shape != (n,) or y.dtype != torch.long):
             raise ValueError(f"labels must be an int64 ({n},) tensor, got {_desc(y)}")
-        if g is not None and (g.shape != (n, e.shape[1] * c) or not g.is_floating_point()):
-            raise ValueError(f"grad_embeddings must be a floating ({n}, {e.shape[1] * c}) tensor, got {_desc(g)}")
-        for name in ("embeddings", "labeled_mask", "labels", "grad_embeddings"):
+        if g is not None and (g.shape != (n, c) or not g.is_floating_point()):
+            raise ValueError(f"grad_probs must be a floating ({n}, {c}) tensor, got {_desc(g)}")
+        for name in ("embeddings", "labeled_mask", "labels", "grad_probs"):
             t = getattr(self, name)
             if t is not None and t.device != p.device:
                 raise ValueError(f"{name} is on {t.device} but probs on {p.device}; put the pool on one device")
@@ -97,8 +97,7 @@ class Sampler:
     """Registry name, e.g. ``"margin"``."""
     needs: ClassVar[frozenset[str]] = frozenset()
     """Fields of :class:`PoolView` read by the sampler (a subset of :data:`FIELDS`); ``probs`` and
-    ``embeddings`` are always present, ``labels`` must be given if listed, ``grad_embeddings`` is
-    listed only by samplers whose caller should compute them explicitly."""
+    ``embeddings`` are always present, ``labels`` must be given if listed."""
 
     def select(self, pool: PoolView, budget: int, generator: torch.Generator) -> torch.Tensor:
         """Choose samples to label.

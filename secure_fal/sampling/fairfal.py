@@ -1,5 +1,6 @@
 """FairFAL class-balanced sampling (Zong et al., CVPR 2026): prototype pseudo-labels, per-class
-quotas, entropy candidates, then k-center in BADGE gradient-embedding space."""
+quotas, entropy candidates, then k-center in BADGE gradient-embedding space (reference behaviour,
+with the budget split over the locally present classes as a named variant)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from .base import PoolView, Sampler, top_indices
 from .kcenter import farthest_first
-from .space import gradient_space, segment_sum
+from .space import gradient_space, labeled_gradient_space, segment_sum
 from .uncertainty import entropy_score
 
 
@@ -88,30 +89,42 @@ def prototype_pseudo_labels(embeddings: torch.Tensor, labeled_embeddings: torch.
     return classes[(F.normalize(embeddings, dim=1) @ prototypes.T).argmax(dim=1)]
 
 
+QUOTA_CLASSES = ("all", "present")
+"""How :class:`FairFALSampler` splits the budget: over all C classes (reference) or over the classes
+present among the labeled samples."""
+
+
 class FairFALSampler(Sampler):
-    """FairFAL two-stage class-balanced sampler.
+    """FairFAL two-stage class-balanced sampler, as the reference code (chenchenzong/FairFAL,
+    ``query_strategies/fairfal_sampling.py``, commit ca14e07) runs it.
 
     1. Pseudo-label the unlabeled samples with :func:`prototype_pseudo_labels` (prototypes from the
        labeled samples' ``embeddings`` and ``labels``), over the classes present among the labeled.
-    2. Quotas per pseudo-class by :func:`class_quotas` (availability = unlabeled samples with that
-       pseudo-label).
-    3. Stage 1, per class c with quota q_c > 0: candidates = its ``ceil(kappa * q_c)`` unlabeled
-       samples of highest normalised entropy of ``probs`` (all of them if fewer).
-    4. Stage 2: greedy k-center (:func:`~secure_fal.sampling.kcenter.farthest_first`) on the
-       candidates in BADGE gradient-embedding space, picking q_c of them; initial centres are the
-       labeled samples of class c (true labels). Pseudo-classes are classes present among the
-       labeled samples, so there is always at least one (the reference's fallback, seeding with the
-       most uncertain candidate, cannot arise).
+    2. Quotas per class by :func:`class_quotas`, availability = unlabeled samples with that
+       pseudo-label. ``quota_classes="all"`` (reference): over all C classes, so the base share is
+       ``budget // C`` and absent classes (availability 0) hand theirs round-robin to the others;
+       ``"present"``: over the present classes only (base share ``budget // C_present``; differs
+       by +-1 per class in about a quarter of random cases).
+    3. Stage 1, per class c with quota q_c > 0: candidates = its ``max(1, floor(kappa * q_c))``
+       unlabeled samples of highest normalised entropy of ``probs`` (all of them if fewer).
+    4. Stage 2: greedy k-center (:func:`~secure_fal.sampling.kcenter.farthest_first`, squared
+       Euclidean) on the candidates in BADGE gradient-embedding space, picking q_c of them. The
+       initial centres are the labeled samples of class c, embedded at their TRUE label
+       (:func:`~secure_fal.sampling.space.labeled_gradient_space`, the reference's
+       ``get_grad_embedding_v2``); candidates at their predicted label. Only classes present among
+       the labeled samples receive pseudo-labels, so every class with a quota has anchors (the
+       reference's fallback, seeding with the most uncertain candidate, cannot arise).
 
     Which model fills which field (FairFAL): ``probs`` from the query model (global or local, by
-    the adaptive model selection), ``embeddings`` from the global model. The gradient embeddings are
-    those of the global model: ``pool.grad_embeddings`` when given (required when ``probs`` come
-    from the local model), otherwise derived from ``probs`` and ``embeddings``.
+    the adaptive model selection), ``embeddings`` from the global model, ``grad_probs`` from the
+    model of the gradient embeddings (``probs`` when None).
 
     Parameters
     ----------
     kappa : float, default=4
         Candidate pool size per class as a multiple of its quota, >= 1.
+    quota_classes : {"all", "present"}, default="all"
+        Classes the budget is split over (step 2).
 
     Notes
     -----
@@ -122,10 +135,13 @@ class FairFALSampler(Sampler):
     name = "fairfal"
     needs = frozenset({"probs", "embeddings", "labels"})
 
-    def __init__(self, kappa: float = 4.0) -> None:
+    def __init__(self, kappa: float = 4.0, quota_classes: str = "all") -> None:
         if not kappa >= 1:
             raise ValueError(f"kappa must be >= 1, got {kappa}")
+        if quota_classes not in QUOTA_CLASSES:
+            raise ValueError(f"quota_classes must be one of {QUOTA_CLASSES}, got {quota_classes!r}")
         self.kappa = kappa
+        self.quota_classes = quota_classes
 
     def _select(self, pool: PoolView, budget: int, generator: torch.Generator) -> torch.Tensor:
         unlabeled, labeled = pool.unlabeled_indices(), pool.labeled_indices()
@@ -135,10 +151,10 @@ class FairFALSampler(Sampler):
         y = pool.labels[labeled]
         if int(y.min()) < 0 or int(y.max()) >= pool.n_classes:
             raise ValueError(f"labels of labeled samples must lie in [0, {pool.n_classes})")
-        classes = torch.unique(y)
         pseudo = prototype_pseudo_labels(pool.embeddings[unlabeled], pool.embeddings[labeled], y)
-        position = torch.searchsorted(classes, pseudo)
-        available = torch.bincount(position, minlength=len(classes)).tolist()
+        groups = torch.arange(pool.n_classes, device=pool.device) if self.quota_classes == "all" else torch.unique(y)
+        position = torch.searchsorted(groups, pseudo)
+        available = torch.bincount(position, minlength=len(groups)).tolist()
         quotas = class_quotas(budget, available)
 
         # Unlabeled samples grouped by pseudo-class, most uncertain first within a class.
@@ -151,9 +167,9 @@ class FairFALSampler(Sampler):
         for c, q in enumerate(quotas):
             if q == 0:
                 continue
-            n_candidates = min(math.ceil(self.kappa * q), available[c])
+            n_candidates = min(max(1, math.floor(self.kappa * q)), available[c])
             candidates = unlabeled[order[starts[c]: starts[c] + n_candidates]]
             points = space.rows(candidates)
-            anchors = space.rows(labeled[y == classes[c]])
+            anchors = labeled_gradient_space(pool, labeled[y == groups[c]])
             picks.append(candidates[farthest_first(points, q, min_sq_dist=points.nearest(anchors)[0])])
         return torch.cat(picks)

@@ -1,4 +1,4 @@
-"""Batched inference that turns a model and a pool of inputs into a :class:`PoolView`."""
+"""Batched inference: a model's features and logits over inputs, and the :class:`PoolView` of a pool."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from .base import FIELDS, PoolView
-from .space import badge_grad_embeddings
 
 
 def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
@@ -29,9 +28,8 @@ def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
     labels : Tensor of shape (N,), int64, optional
         Required when ``needs`` contains ``"labels"``.
     needs : iterable of str
-        Fields the sampler reads, usually ``sampler.needs``. Probabilities and embeddings come out
-        of every pass and are always returned; the (N, D * C) gradient embeddings are computed only
-        if ``"grad_embeddings"`` is listed.
+        Fields the sampler reads, usually ``sampler.needs`` (checked against the fields a view can
+        hold). Probabilities and embeddings come out of every pass and are always returned.
     batch_size : int, default=512
     device : torch.device or str, optional
         Where the returned tensors live; default: the model's device.
@@ -39,7 +37,7 @@ def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
     Returns
     -------
     PoolView
-        float32 ``probs`` (softmax of the logits) and ``embeddings``, and ``grad_embeddings`` if asked.
+        float32 ``probs`` (softmax of the logits) and ``embeddings``.
     """
     needs = frozenset(needs)
     if not needs <= FIELDS:
@@ -48,33 +46,44 @@ def pool_view(model: nn.Module, x: torch.Tensor, labeled_mask: torch.Tensor,
         raise ValueError("labels are needed (needs contains 'labels') but none were given")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = x.shape[0]
-    if n == 0:
+    if x.shape[0] == 0:
         raise ValueError("the pool is empty")
+    embeddings, logits = model_outputs(model, x, batch_size=batch_size, device=device)
+    return PoolView(probs=torch.softmax(logits, dim=1), embeddings=embeddings,
+                    labeled_mask=labeled_mask.to(embeddings.device),
+                    labels=None if labels is None else labels.to(embeddings.device))
+
+
+def model_outputs(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512,
+                  device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features and logits of ``model`` over ``x``, in batches, eval mode, no gradients.
+
+    The model must expose ``embed(x) -> (B, D)`` and ``head(z) -> (B, C)``; it runs on the device of its
+    parameters and its training mode is restored afterwards.
+
+    Returns
+    -------
+    embeddings : Tensor of shape (N, D), float32
+    logits : Tensor of shape (N, C), float32
+        Both on ``device`` (default: the model's).
+    """
     param = next(model.parameters(), None)
     model_device = param.device if param is not None else torch.device("cpu")
     out_device = torch.device(device) if device is not None else model_device
-    with_grads = "grad_embeddings" in needs
-
-    probs = embeddings = grads = None
+    n = x.shape[0]
+    logits = embeddings = None
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 z = model.embed(x[start:start + batch_size].to(model_device)).float()
-                p = torch.softmax(model.head(z).float(), dim=1)
-                if probs is None:
-                    probs = torch.empty(n, p.shape[1], device=out_device)
+                out = model.head(z).float()
+                if logits is None:
+                    logits = torch.empty(n, out.shape[1], device=out_device)
                     embeddings = torch.empty(n, z.shape[1], device=out_device)
-                    if with_grads:
-                        grads = torch.empty(n, z.shape[1] * p.shape[1], device=out_device)
-                stop = start + len(z)
-                probs[start:stop] = p
-                embeddings[start:stop] = z
-                if with_grads:
-                    grads[start:stop] = badge_grad_embeddings(p, z)
+                logits[start:start + len(z)] = out
+                embeddings[start:start + len(z)] = z
     finally:
         model.train(was_training)
-    return PoolView(probs=probs, embeddings=embeddings, labeled_mask=labeled_mask.to(out_device),
-                    labels=None if labels is None else labels.to(out_device), grad_embeddings=grads)
+    return embeddings, logits

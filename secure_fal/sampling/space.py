@@ -124,11 +124,19 @@ def badge_grad_embeddings(probs: torch.Tensor, embeddings: torch.Tensor) -> torc
 
 
 def gradient_space(pool: PoolView) -> FeatureSpace:
-    """BADGE gradient embeddings of the whole pool: ``pool.grad_embeddings`` if given, otherwise the
-    exact factored form built from ``pool.embeddings`` and ``pool.probs``."""
-    if pool.grad_embeddings is not None:
-        return FeatureSpace.dense(pool.grad_embeddings)
-    return FeatureSpace.kron(pool.embeddings, badge_residuals(pool.probs))
+    """BADGE gradient embeddings of the whole pool in exact factored form: ``pool.embeddings`` times
+    the residuals of ``pool.grad_probs`` (``pool.probs`` when None) at their predicted class."""
+    probs = pool.probs if pool.grad_probs is None else pool.grad_probs
+    return FeatureSpace.kron(pool.embeddings, badge_residuals(probs))
+
+
+def labeled_gradient_space(pool: PoolView, index: torch.Tensor) -> FeatureSpace:
+    """Gradient embeddings of the labeled samples ``index`` at their TRUE label:
+    ``e ⊗ (onehot(y) - p)``, ``p`` from ``pool.grad_probs`` (``pool.probs`` when None). The FairFAL
+    reference (``get_grad_embedding_v2``) embeds its k-center anchors this way."""
+    probs = (pool.probs if pool.grad_probs is None else pool.grad_probs)[index]
+    onehot = torch.zeros_like(probs).scatter_(1, pool.labels[index][:, None], 1.0)
+    return FeatureSpace.kron(pool.embeddings[index], onehot - probs)
 
 
 def segment_sum(values: torch.Tensor, segment: torch.Tensor, n_segments: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..federated import RoundRecord
+from ..federated import RoundRecord, TrainResult
 from ..sampling import Sampler, pool_view
 from ..secagg import Aggregator
 from .training import Trainer
@@ -163,22 +163,29 @@ class Strategy(ABC):
     Class attributes:
         name: registry name (``secure_fal.strategies.STRATEGIES``).
         federated: False for the bounds that never aggregate across clients (they get no Aggregator).
-        default_sampler: sampler used when the configuration names none.
+        default_sampler: sampler used when the configuration names none; None for the strategies that select
+            by a rule of their own (the FairFAL paper's baselines) and take no sampler.
         samplers: sampler names the strategy accepts (None: any registered sampler).
 
     Args:
         pools: the federation's data.
         trainer: how models are built and trained.
-        sampler: the client-local sampler (``secure_fal.sampling.get_sampler``).
+        sampler: the client-local sampler (``secure_fal.sampling.get_sampler``); None exactly when
+            ``default_sampler`` is None.
     """
 
     name: ClassVar[str]
     federated: ClassVar[bool] = True
-    default_sampler: ClassVar[str] = "margin"
+    default_sampler: ClassVar[str | None] = "margin"
     samplers: ClassVar[frozenset[str] | None] = None
 
-    def __init__(self, pools: ClientPools, trainer: Trainer, sampler: Sampler) -> None:
-        if self.samplers is not None and sampler.name not in self.samplers:
+    def __init__(self, pools: ClientPools, trainer: Trainer, sampler: Sampler | None) -> None:
+        if self.default_sampler is None and sampler is not None:
+            raise ValueError(f"strategy {self.name!r} selects by its own rule and takes no sampler "
+                             f"(got {sampler.name!r})")
+        if self.default_sampler is not None and sampler is None:
+            raise ValueError(f"strategy {self.name!r} needs a sampler")
+        if sampler is not None and self.samplers is not None and sampler.name not in self.samplers:
             raise ValueError(f"strategy {self.name!r} cannot use sampler {sampler.name!r}; "
                              f"choose one of {sorted(self.samplers)}")
         self.pools = pools
@@ -208,11 +215,13 @@ class Strategy(ABC):
         if state:
             raise ValueError(f"strategy {self.name!r} keeps no state, got keys {sorted(state)}")
 
-    def _federated_model(self, cycle: Cycle, labeled: Sequence[np.ndarray]) -> nn.Module:
+    def _federated(self, cycle: Cycle, labeled: Sequence[np.ndarray], *, keep_final_locals: bool = False
+                   ) -> TrainResult:
         """FedAvg of a fresh model over every client's labeled set, through the cycle's aggregator."""
         clients = [self.pools.labeled_data(lab) for lab in labeled]
         return self.trainer.federated(clients, cycle.require_aggregator(self.name), init_seed=cycle.seed_for("init"),
-                                      seed=cycle.seed_for("fedavg"), on_round=cycle.on_round)
+                                      seed=cycle.seed_for("fedavg"), on_round=cycle.on_round,
+                                      keep_final_locals=keep_final_locals)
 
     def _alone_model(self, cycle: Cycle, labeled: np.ndarray, client: int | None) -> nn.Module:
         """A fresh model trained without federation on ``labeled`` (client k's set, or the pooled one)."""
@@ -242,7 +251,7 @@ class GlobalModelStrategy(Strategy):
     the reported accuracy is the global model's."""
 
     def train(self, cycle: Cycle, labeled: Sequence[np.ndarray]) -> Evaluation:
-        self.use_global_model(cycle, self._federated_model(cycle, labeled))
+        self.use_global_model(cycle, self._federated(cycle, labeled).model)
         return self._evaluate(self._model)
 
     def use_global_model(self, cycle: Cycle, model: nn.Module) -> None:
@@ -252,16 +261,64 @@ class GlobalModelStrategy(Strategy):
         self._mark_trained(cycle)
 
 
-class LocalQueryStrategy(GlobalModelStrategy):
+class ClientLocalStrategy(GlobalModelStrategy):
+    """Base of the strategies in which every client selects alone (``select_on_client``) after FedAvg; nothing
+    crosses a client boundary during selection."""
+
+    def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
+        return Selection([self.select_on_client(cycle, k, labeled[k], b) for k, b in enumerate(budgets)])
+
+    @abstractmethod
+    def select_on_client(self, cycle: Cycle, client: int, labeled: np.ndarray, budget: int) -> np.ndarray:
+        """Client ``client``'s picks: ``budget`` int64 train indices of its pool, none of them in ``labeled``."""
+
+
+class OwnRuleStrategy(ClientLocalStrategy):
+    """Base of the client-local strategies that select by a rule of their own (``choose``) instead of a sampler:
+    the FairFAL paper's baselines."""
+
+    default_sampler = None
+
+    def select_on_client(self, cycle: Cycle, client: int, labeled: np.ndarray, budget: int) -> np.ndarray:
+        self._check_trained(cycle)
+        if budget == 0:
+            return np.empty(0, dtype=np.int64)
+        unlabeled = np.flatnonzero(~self.pools.labeled_mask(client, labeled).numpy())
+        return self.pools.pools[client][unlabeled[self.choose(cycle, client, labeled, unlabeled, budget)]]
+
+    @abstractmethod
+    def choose(self, cycle: Cycle, client: int, labeled: np.ndarray, unlabeled: np.ndarray,
+               budget: int) -> np.ndarray:
+        """``budget`` distinct positions into ``unlabeled`` (int64 positions of the client's unlabeled samples in
+        its pool, increasing): the samples client ``client`` labels; 1 <= budget <= len(unlabeled)."""
+
+
+class FinalLocalsStrategy(OwnRuleStrategy):
+    """Base of the own-rule strategies that also query with each client's OWN model of the last FedAvg round
+    (its local training of that round, before aggregation; ``final_local(client)``), as KAFAL and IFAL do."""
+
+    def train(self, cycle: Cycle, labeled: Sequence[np.ndarray]) -> Evaluation:
+        result = self._federated(cycle, labeled, keep_final_locals=True)
+        self._final_locals = result.final_locals
+        self.use_global_model(cycle, result.model)
+        return Evaluation(self.trainer.accuracy(self._model, self.pools.x_test, self.pools.y_test))
+
+    def final_local(self, client: int) -> nn.Module:
+        """Client ``client``'s local model of the last round of this cycle's FedAvg."""
+        try:
+            return self._final_locals[client]
+        except KeyError:
+            raise RuntimeError(f"{self.name}: client {client} trained in no FedAvg round of this cycle "
+                               "(an empty labeled set?)") from None
+
+
+class LocalQueryStrategy(ClientLocalStrategy):
     """Base of the strategies in which every client selects alone, with a query model of its own choosing
-    (``query_model``) and the sampler; nothing crosses a client boundary during selection."""
+    (``query_model``) and the sampler."""
 
     @abstractmethod
     def query_model(self, cycle: Cycle, client: int, labeled: np.ndarray) -> nn.Module:
         """The model client ``client`` (labeled set ``labeled``) selects with in ``cycle``."""
-
-    def select(self, cycle: Cycle, labeled: Sequence[np.ndarray], budgets: Sequence[int]) -> Selection:
-        return Selection([self.select_on_client(cycle, k, labeled[k], b) for k, b in enumerate(budgets)])
 
     def select_on_client(self, cycle: Cycle, client: int, labeled: np.ndarray, budget: int) -> np.ndarray:
         """Client ``client``'s picks (int64 train indices): ``budget`` samples of its pool by the sampler."""

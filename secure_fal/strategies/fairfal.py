@@ -1,20 +1,29 @@
 """FairFAL (Zong et al., CVPR 2026): adaptive query-model choice, then class-balanced two-stage sampling.
 
-Per query, on client k (only gamma_k ever leaves a client, and only at the first query, through a secure
-sum; spec and leakage: protocols/fairfal-gamma.md):
+Reference: the authors' code, chenchenzong/FairFAL commit ca14e07 (``query_strategies/fairfal_sampling.py``,
+``strategy.py``). Per query, on client k (only gamma_k ever leaves a client, and only at the first query,
+through a secure sum; spec and leakage: protocols/fairfal-gamma.md):
 
 - B_k: a class-rebalanced copy of k's labeled set (every present class oversampled to the largest class).
-  ``balanced_mean_probs`` returns the mean softmax over B_k in expectation: the mean over present classes of
-  each class's mean softmax, which is exact and needs no random oversampling.
+  ``prior_estimate="oversample"`` (reference): B_k drawn at random as the reference draws it
+  (``oversampled_positions``, NumPy seed 42); ``"exact"``: the expectation over that draw, the mean over
+  present classes of each class's mean softmax (no randomness; the model choice flipped in 2 of 900
+  measured cases).
 - gamma_k = min_c / max_c of the global model's mean softmax over B_k, c over the classes present on k.
   gamma_bar = mean of gamma_k over the clients, from ONE secure sum of the vectors [gamma_k, 1] at the first
   FairFAL query, then kept (``state_dict``).
 - d_k = (1/C) sum_c |pg_c - pl_c| / (pg_c + pl_c), over all C classes, pg / pl the global / local-only
-  model's mean softmax over B_k (as in the reference implementation).
-- s_k = 1 - (d_k + gamma_bar) / 2; the query model is the global one if s_k > threshold (0.75), else the
-  local-only one.
-- ``FairFALSampler``: uncertainty (entropy) from the query model; prototypes and the BADGE gradient space from
-  the global model.
+  model's mean softmax over B_k. The local-only model is trained by ``Trainer.alone`` (the reference's
+  ``training_local_only``: early stop at training accuracy 0.99, lr milestone per batch, under
+  ``training.alone_schedule = "reference"``).
+- s_k = 1 - (d_k + gamma_bar) / 2; the query model (entropy) is the global one if s_k > threshold (0.75),
+  else the local-only one.
+- The probabilities inside the BADGE gradient embeddings e_global(x) ⊗ (onehot - p(x)):
+  ``gradient_model="reference"``: from the global model iff gamma_bar < 0.5, else from the local-only model
+  (a second switch found in the reference code, not in the paper); ``"global"``: always the global model
+  (the paper's text). Features e, prototypes and pseudo-labels always come from the global model.
+- ``FairFALSampler``: prototypes, per-class quotas, entropy candidates, k-center seeded by the labeled
+  samples at their true label.
 
 The initial labeled set (random, per client) is FairFAL's first, random query, as in the paper and its
 reference code; every later query is a FairFAL query.
@@ -34,14 +43,51 @@ from .base import ClientPools, Cycle, GlobalModelStrategy, Selection
 from .training import Trainer
 
 
+PRIOR_ESTIMATES = ("oversample", "exact")
+"""How the mean softmax over the class-rebalanced labeled set is estimated (see the module docstring)."""
+GRADIENT_MODELS = ("reference", "global")
+"""Which model gives the probabilities of FairFAL's gradient embeddings (see the module docstring)."""
+OVERSAMPLE_SEED = 42
+"""The reference's fixed seed of the random rebalanced copy (``make_balanced_indices``)."""
+
+
+def oversampled_positions(y: np.ndarray, seed: int = OVERSAMPLE_SEED) -> np.ndarray:
+    """Positions (into ``y``) of a random class-rebalanced copy of a labeled set, drawn as the reference does.
+
+    Classes in increasing order; the largest class (size m) contributes a random permutation of its m
+    positions, every other class all of its n positions plus m - n drawn with replacement, all from one
+    ``numpy.random.default_rng(seed)``.
+
+    Args:
+        y: int (L,) labels, L >= 1.
+    Returns:
+        int64 (m * number of classes,) positions.
+    """
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    largest = counts.max()
+    parts = []
+    for c, n in zip(classes, counts):
+        members = np.flatnonzero(y == c)
+        if n == largest:
+            parts.append(rng.choice(members, size=largest, replace=False))
+        else:
+            parts.append(np.concatenate([members, rng.choice(members, size=largest - n, replace=True)]))
+    return np.concatenate(parts).astype(np.int64)
+
+
 @torch.no_grad()
 def balanced_mean_probs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *,
-                        batch_size: int = 512) -> np.ndarray:
-    """Mean softmax of ``model`` over a class-balanced copy of (x, y), as a (C,) float64 distribution.
+                        estimate: str = "exact", batch_size: int = 512) -> np.ndarray:
+    """Mean softmax of ``model`` over a class-rebalanced copy of (x, y), as a (C,) float64 distribution.
 
-    Equal to the expected mean over the labeled set with every present class oversampled to the size of the
-    largest: the average, over the classes present in ``y``, of the mean softmax of that class's samples.
+    Args:
+        estimate: "exact": the expected mean over the random copy, i.e. the average over the classes
+            present in ``y`` of the mean softmax of that class's samples; "oversample": the mean over the copy
+            ``oversampled_positions(y)`` (the reference's random draw).
     """
+    if estimate not in PRIOR_ESTIMATES:
+        raise ValueError(f"estimate must be one of {PRIOR_ESTIMATES}, got {estimate!r}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -50,9 +96,10 @@ def balanced_mean_probs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_
                            for s in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
-    classes = torch.unique(y)
-    per_class = torch.stack([probs[y == c].mean(dim=0) for c in classes])
-    out = per_class.mean(dim=0).numpy()
+    if estimate == "oversample":
+        out = probs[torch.as_tensor(oversampled_positions(y.cpu().numpy()))].mean(dim=0).numpy()
+    else:
+        out = torch.stack([probs[y == c].mean(dim=0) for c in torch.unique(y)]).mean(dim=0).numpy()
     if out.shape != (num_classes,):
         raise ValueError(f"model gives {out.shape[0]} classes, expected {num_classes}")
     return out
@@ -108,22 +155,31 @@ class FairFAL(GlobalModelStrategy):
 
     Args:
         threshold: delta; the global model queries on client k when s_k > threshold (default 0.75).
+        prior_estimate: "oversample" (reference, default) or "exact" (see the module docstring).
+        gradient_model: "reference" (default: global iff gamma_bar < 0.5, else local-only) or "global".
 
     State (checkpointed): ``gamma_bar``, set at the first query.
-    Selection details recorded per cycle: ``model_choice`` ('global' or 'local' per client), ``s`` and ``d``
-    per client, ``gamma_bar``. In a deployment d_k, s_k and the choice stay on client k; the results file is
-    the experimenter's view, not the server's.
+    Selection details recorded per cycle: ``model_choice`` (query model) and ``gradient_choice`` ('global' or
+    'local' per client), ``s`` and ``d`` per client, ``gamma_bar``. In a deployment d_k, s_k and the choices
+    stay on client k; the results file is the experimenter's view, not the server's.
     """
 
     name = "fairfal"
     default_sampler = "fairfal"
     samplers = frozenset({"fairfal"})
 
-    def __init__(self, pools: ClientPools, trainer: Trainer, sampler: Sampler, *, threshold: float = 0.75) -> None:
+    def __init__(self, pools: ClientPools, trainer: Trainer, sampler: Sampler, *, threshold: float = 0.75,
+                 prior_estimate: str = "oversample", gradient_model: str = "reference") -> None:
         super().__init__(pools, trainer, sampler)
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if prior_estimate not in PRIOR_ESTIMATES:
+            raise ValueError(f"prior_estimate must be one of {PRIOR_ESTIMATES}, got {prior_estimate!r}")
+        if gradient_model not in GRADIENT_MODELS:
+            raise ValueError(f"gradient_model must be one of {GRADIENT_MODELS}, got {gradient_model!r}")
         self.threshold = threshold
+        self.prior_estimate = prior_estimate
+        self.gradient_model = gradient_model
         self.gamma_bar: float | None = None
 
     def state_dict(self) -> dict:
@@ -140,53 +196,59 @@ class FairFAL(GlobalModelStrategy):
         if self.gamma_bar is None:
             gammas = {k: self.client_gamma(lab) for k, lab in enumerate(labeled)}
             self.gamma_bar, _ = secure_mean_gamma(gammas, cycle.require_aggregator(self.name))
-        picks, choice, s, d = [], [], [], []
+        picks, details = [], {"gamma_bar": self.gamma_bar, "model_choice": [], "gradient_choice": [], "s": [],
+                              "d": []}
         for k, budget in enumerate(budgets):
             picked, facts = self.select_on_client(cycle, k, labeled[k], budget, self.gamma_bar)
             picks.append(picked)
-            choice.append(facts["model_choice"])
-            s.append(facts["s"])
-            d.append(facts["d"])
-        return Selection(picks, {"gamma_bar": self.gamma_bar, "model_choice": choice, "s": s, "d": d})
+            for key, value in facts.items():
+                details[key].append(value)
+        return Selection(picks, details)
+
+    def _mean_probs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        return balanced_mean_probs(model, x, y, self.pools.num_classes, estimate=self.prior_estimate,
+                                   batch_size=self.trainer.inference_batch_size)
 
     def client_gamma(self, labeled: np.ndarray) -> float:
         """gamma_k of a client with labeled set ``labeled``: the global model's imbalance over its balanced set."""
         x, y = self.pools.labeled_data(labeled)
-        pg = balanced_mean_probs(self._model, x, y, self.pools.num_classes, batch_size=self.trainer.inference_batch_size)
-        return imbalance_ratio(pg, torch.unique(y).tolist())
+        return imbalance_ratio(self._mean_probs(self._model, x, y), torch.unique(y).tolist())
 
     def select_on_client(self, cycle: Cycle, client: int, labeled: np.ndarray, budget: int,
                          gamma_bar: float) -> tuple[np.ndarray, dict]:
-        """One client's query: its local-only model, the choice of query model, then ``budget`` picks.
+        """One client's query: its local-only model, the choice of query and gradient model, then ``budget``
+        picks.
 
         Returns:
-            (int64 train indices picked, {"model_choice": 'global' | 'local', "s": s_k, "d": d_k}); the facts
-            stay on the client in a deployment.
+            (int64 train indices picked, {"model_choice": 'global' | 'local', "gradient_choice": 'global' |
+            'local', "s": s_k, "d": d_k}); the facts stay on the client in a deployment.
         """
         self._check_trained(cycle)
-        n_classes, batch = self.pools.num_classes, self.trainer.inference_batch_size
         x, y = self.pools.labeled_data(labeled)
         local = self._alone_model(cycle, labeled, client)
-        d = prior_divergence(balanced_mean_probs(self._model, x, y, n_classes, batch_size=batch),
-                             balanced_mean_probs(local, x, y, n_classes, batch_size=batch))
+        d = prior_divergence(self._mean_probs(self._model, x, y), self._mean_probs(local, x, y))
         s = 1.0 - (d + gamma_bar) / 2.0
-        use_global = s > self.threshold
-        facts = {"model_choice": "global" if use_global else "local", "s": s, "d": d}
+        query_global = s > self.threshold
+        gradient_global = self.gradient_model == "global" or gamma_bar < 0.5
+        facts = {"model_choice": "global" if query_global else "local",
+                 "gradient_choice": "global" if gradient_global else "local", "s": s, "d": d}
         if budget == 0:
             return np.empty(0, dtype=np.int64), facts
-        view = self._pool(client, labeled, None if use_global else local)
+        view = self._pool(client, labeled, local, query_global, gradient_global)
         chosen = self.sampler.select(view, int(budget), cycle.generator("select", client))
         return self.pools.pools[client][chosen.cpu().numpy()], facts
 
-    def _pool(self, k: int, labeled: np.ndarray, local: nn.Module | None) -> PoolView:
-        """Client k's pool: global features, labels and BADGE space; probabilities of the query model
-        (the global one when ``local`` is None)."""
+    def _pool(self, k: int, labeled: np.ndarray, local: nn.Module, query_global: bool,
+              gradient_global: bool) -> PoolView:
+        """Client k's pool: global features and labels; entropy probabilities of the query model; gradient
+        probabilities of the gradient model (given separately only when it differs from the query model)."""
         x, mask = self.pools.pool_inputs(k), self.pools.labeled_mask(k, labeled)
         labels, batch = self.pools.pool_labels(k, labeled), self.trainer.inference_batch_size
-        needs = set(self.sampler.needs) | ({"grad_embeddings"} if local is not None else set())
-        view = pool_view(self._model, x, mask, labels, needs=needs, batch_size=batch)
-        if local is None:
+        view = pool_view(self._model, x, mask, labels, needs=self.sampler.needs, batch_size=batch)
+        if query_global and gradient_global:
             return view
-        probs = pool_view(local, x, mask, needs={"probs"}, batch_size=batch, device=view.device).probs
-        return PoolView(probs=probs, embeddings=view.embeddings, labeled_mask=view.labeled_mask, labels=view.labels,
-                        grad_embeddings=view.grad_embeddings)
+        local_probs = pool_view(local, x, mask, needs={"probs"}, batch_size=batch, device=view.device).probs
+        query_probs = view.probs if query_global else local_probs
+        gradient_probs = view.probs if gradient_global else local_probs
+        return PoolView(probs=query_probs, embeddings=view.embeddings, labeled_mask=view.labeled_mask,
+                        labels=view.labels, grad_probs=None if gradient_probs is query_probs else gradient_probs)

@@ -28,7 +28,7 @@ from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 SEED, LENGTH, BOUND = 7, 3000, 1.0       # 3000 values: two ciphertexts per input
 CLIENTS = (0, 1, 2, 3)
 CKKS_NODE = NodePolicy(frozenset({"ckks"}))
-SESSION = random.Random(SEED).getrandbits(64)  # as Aggregator(seed=SEED)
+SESSION = random.Random(SEED).getrandbits(64)  # a fixed session id
 
 
 def run_setup_over_records(states, options=None, members=CLIENTS, silent_from=None, session=SESSION):

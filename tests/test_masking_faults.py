@@ -210,8 +210,6 @@ def _drop_one(d):
 
 
 SERVER_CONTENT_FAULTS = [
-    (Advertise, lambda m: {"c_pk": m.c_pk[:31]}, MessageError, "c_pk"),
-    (Advertise, lambda m: {"s_pk": m.s_pk + b"\0"}, MessageError, "s_pk"),
     (Shares, lambda m: {"ciphertexts": _drop_one(m.ciphertexts)}, MessageError, "ciphertexts"),
     (Shares, lambda m: {"ciphertexts": {**m.ciphertexts, 2: bytes(82)}}, MessageError, "ciphertexts"),
     (Shares, lambda m: {"ciphertexts": {v: c[:-1] for v, c in m.ciphertexts.items()}}, MessageError,
@@ -235,6 +233,25 @@ def test_server_rejects_bad_content_and_keeps_its_state(kind, change, error, fie
     assert err.value.client == 2 and err.value.round_id == 1 and err.value.field == field
     r.deliver(data)
     r.finish()
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda m: {"c_pk": m.c_pk[:31]}, "c_pk"), (lambda m: {"s_pk": m.s_pk + b"\0"}, "s_pk"),
+    (lambda m: {"c_pk": bytes(32)}, "c_pk"), (lambda m: {"s_pk": (1).to_bytes(32, "little")}, "s_pk"),
+    (lambda m: {"s_pk": (2**255 - 19 + 9).to_bytes(32, "little")}, "s_pk"),   # non-canonical 9
+])
+def test_a_refused_advertised_key_excludes_its_client_not_the_round(change, field):
+    # masking.md §Errors: short, low-order or non-canonical keys are refused at Advertise; the round goes on
+    r = Round()
+    data = r.until(Advertise, sender=2)
+    r.server.receive(repayload(data, **change(payload(data))))
+    refused = r.server.excluded[2]
+    assert (refused.client, refused.round_id, refused.field) == (2, 1, field)
+    with pytest.raises(ReplayError):
+        r.server.receive(data)
+    r.silenced.add(2)
+    r.finish()
+    assert 2 not in r.server.contributors and len(r.server.contributors) == 4
 
 
 def _deliver_all_but_last_unmask(r, last):

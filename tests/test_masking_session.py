@@ -14,6 +14,7 @@ from secure_fal.secagg.errors import (DecryptionError, DropoutError, InputError,
                                       ReplayError)
 from secure_fal.secagg.machine import RoundSpec
 from secure_fal.secagg.masking.protocol import MaskingProtocol
+from secure_fal.secagg.masking.graph import session_neighbourhoods
 from secure_fal.secagg.masking.messages import InputRequest, UnmaskRequest
 from secure_fal.secagg.masking.setup_messages import KINDS as SETUP_KINDS
 from secure_fal.secagg.masking.setup_messages import PROTOCOL_ID as SETUP_ID
@@ -118,11 +119,20 @@ def test_a_client_dropped_in_round_r_contributes_again_in_round_r_plus_1(phase):
     assert results[2].contributors == tuple(range(6)) and len(agg.setup_reports) == 1
 
 
+def _far_from(graph, u):
+    """A client no closer than 3 hops to ``u``: no neighbourhood holds both (the session id, hence the graph, is
+    fresh randomness in every run)."""
+    near = set(graph.closed(u)).union(*(graph.closed(v) for v in graph.of(u)))
+    return min(set(graph.adjacency) - near)
+
+
 def test_dropouts_in_both_round_phases_complete_and_sparse():
     for neighbours in (None, 4):
         agg = Aggregator(MaskingProtocol(neighbours=neighbours, rounds_per_setup=3), range(12), seed=10)
-        res = run_session(agg, 3, drops={1: {0: "masked_input", 5: "unmask"}, 3: {7: "masked_input"}})
-        assert 0 not in res[0].contributors and 5 in res[0].contributors and 0 in res[1].contributors
+        late = 5 if neighbours is None else _far_from(
+            session_neighbourhoods(agg.session, tuple(range(12)), neighbours, None, 1), 0)
+        res = run_session(agg, 3, drops={1: {0: "masked_input", late: "unmask"}, 3: {7: "masked_input"}})
+        assert 0 not in res[0].contributors and late in res[0].contributors and 0 in res[1].contributors
 
 
 def test_too_many_dropouts_in_a_round_release_no_result_and_the_next_round_works():
@@ -370,14 +380,25 @@ def test_client_refuses_a_setup_request_that_does_not_match_its_setup(change, fi
     assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, field)
 
 
-@pytest.mark.parametrize("change,field", [(dict(c_pk=b"\1" * 31), "c_pk"), (dict(s_pks=b"\1" * 32), "s_pks")])
-def test_server_refuses_malformed_advertised_keys(change, field):
+def test_server_refuses_misshapen_advertised_keys():
     _, server, machines, queue = setup_parties()
     data = pump(server, machines, queue, lambda h: h.kind == SetupAdvertise.KIND and h.sender == 3)
     with pytest.raises(MessageError) as err:
-        server.receive(redo(data, **change))
-    assert (err.value.client, err.value.round_id, err.value.field) == (3, 1, field)
+        server.receive(redo(data, s_pks=b"\1" * 32))
+    assert (err.value.client, err.value.round_id, err.value.field) == (3, 1, "s_pks")
     server.receive(data)
+    with pytest.raises(ReplayError):
+        server.receive(data)
+
+
+@pytest.mark.parametrize("change,field", [(dict(c_pk=b"\1" * 31), "c_pk"), (dict(c_pk=bytes(32)), "c_pk"),
+                                          (dict(s_pks=bytes(32) * 2), "s_pks[0]")])
+def test_a_refused_advertised_key_excludes_its_member_not_the_setup(change, field):
+    _, server, machines, queue = setup_parties()
+    data = pump(server, machines, queue, lambda h: h.kind == SetupAdvertise.KIND and h.sender == 3)
+    server.receive(redo(data, **change))
+    refused = server.excluded[3]
+    assert (refused.client, refused.round_id, refused.field) == (3, 1, field)
     with pytest.raises(ReplayError):
         server.receive(data)
 

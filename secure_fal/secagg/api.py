@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,8 +119,10 @@ class Aggregator:
         protocol: a protocol object, or its name (then ``protocol_kwargs`` configure it).
         clients: every client id that may ever contribute in this session.
         frac_bits: fixed-point precision: inputs are rounded to multiples of 2^-frac_bits.
-        seed: makes session ids (and protocol randomness that is not secret) reproducible; secrets
-            always come from the OS's cryptographic RNG.
+        seed: makes the protocol randomness that is not secret reproducible. The session id is always fresh
+            randomness (``secrets``), never derived from ``seed``: two sessions with the same seed must not accept
+            each other's messages (protocols/masking.md §Round registry). Secrets always come from the OS's
+            cryptographic RNG.
         fault_plan: round id (1-based) -> the fault plan of that round, for sums called without ``faults``
             (tests and benchmarks inject dropouts into code that does not pass ``faults`` itself).
         setup_fault_plan: first round id of an in-band setup -> the fault plan of that setup (phases of
@@ -141,7 +144,7 @@ class Aggregator:
         self.clients = tuple(sorted(set(clients)))
         self.frac_bits = frac_bits
         self._rng = random.Random(seed)
-        self.session = self._rng.getrandbits(64)
+        self.session = secrets.randbits(64)
         self.round_id = 0
         self.totals = CostTotals()
         self.reports: list[Report] = []
@@ -190,8 +193,11 @@ class Aggregator:
         if not members:
             raise DropoutError("no client with an input can take part (none holds keys of the session's setup)",
                                round_id=self.round_id)
-        spec = RoundSpec(self.session, self.round_id, members, length,
-                         FixedPoint(bound, self.frac_bits, len(members)), clip)
+        try:
+            encoding = FixedPoint(bound, self.frac_bits, len(members))
+        except InputError as exc:
+            raise InputError(exc.what, round_id=self.round_id, field=exc.field) from None
+        spec = RoundSpec(self.session, self.round_id, members, length, encoding, clip)
         server = self.protocol.server(spec)
         machines = {cid: self.protocol.client(cid, spec, np.asarray(inputs[cid])) for cid in members}
         report = Report(self.protocol.NAME, self.round_id, length, members)

@@ -189,9 +189,9 @@ class CKKSClient(ClientMachine):
         limit = n * enc.max_abs_int + plan.integer_error(n) + 1
         bad = np.flatnonzero(~(np.abs(total) <= limit))
         if bad.size:
-            raise DecryptionError(f"decryptor client {self.me}: slot {bad[0]} decrypts to {total[bad[0]]:.3g}, "
-                                  f"beyond the {limit:.3g} any sum of {n} inputs can reach (wrong key or "
-                                  "corrupted ciphertext)", round_id=spec.round_id, field=f"chunks[{bad[0] // slots}]")
+            raise DecryptionError(f"decryptor client {self.me}: slot {bad[0]} decrypts beyond what any sum of {n} "
+                                  "inputs can reach (wrong key or corrupted ciphertext)", client=self.me,
+                                  round_id=spec.round_id, field=f"chunks[{bad[0] // slots}]")
         rounded = np.clip(np.rint(total), -n * enc.max_abs_int, n * enc.max_abs_int).astype(np.int64)
         return enc.pack(enc.to_ring(rounded))
 

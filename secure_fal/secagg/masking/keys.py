@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..errors import MessageError
+
 KEY_BYTES = 32
 TAG_BYTES = 16
 MASK = b"mask"     # purpose label of pairwise mask seeds
@@ -48,6 +50,41 @@ def public_bytes(sk: X25519PrivateKey) -> bytes:
 def private_from_bytes(raw: bytes) -> X25519PrivateKey:
     """Inverse of private_bytes; raises ValueError unless raw is 32 bytes."""
     return X25519PrivateKey.from_private_bytes(raw)
+
+
+_P25519 = 2**255 - 19
+
+
+def check_public_key(pk: bytes) -> None:
+    """Raise ValueError (saying why) unless ``pk`` is a canonical X25519 public key of a point not of low order.
+
+    Refused: not 32 bytes; non-canonical (u >= 2^255 - 19 or the unused top bit set: another encoding of a
+    point, which would let one party hold two "different" keys); a low-order point (0, 1, the order-2 and
+    order-8 points: X25519 with it gives an all-zero or predictable shared secret). Detected by exchanging with a
+    fresh key: every low-order point gives the all-zero secret that ``cryptography`` refuses.
+    """
+    if not isinstance(pk, (bytes, bytearray)) or len(pk) != KEY_BYTES:
+        raise ValueError(f"public key must be {KEY_BYTES} bytes, got {len(pk) if isinstance(pk, bytes) else pk!r}")
+    u = int.from_bytes(pk, "little")
+    if u >> 255 or u >= _P25519:
+        raise ValueError("non-canonical X25519 public key (u >= 2^255 - 19 or top bit set)")
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(bytes(pk)))
+    except ValueError:
+        raise ValueError("low-order X25519 public key (the shared secret would be all zero)") from None
+
+
+def screen_public_keys(named: list[tuple[str, bytes]], client: int, round_id: int) -> MessageError | None:
+    """The server's check of a client's advertised keys: None when every (field name, key) passes
+    ``check_public_key``, else the MessageError naming the client, round and first bad field (what the server
+    records when it excludes that client from the round)."""
+    for name, pk in named:
+        try:
+            check_public_key(pk)
+        except ValueError as exc:
+            return MessageError(f"refused public key: {exc}; the client is excluded from the round", client=client,
+                                round_id=round_id, field=name)
+    return None
 
 
 def pair_key(sk: X25519PrivateKey, peer_pk: bytes, purpose: bytes, session: int, round_id: int, me: int,
@@ -81,5 +118,6 @@ def _aad(session: int, round_id: int, sender: int, recipient: int) -> bytes:
     return _LABEL + SHARE + _PAIR.pack(session, round_id, sender, recipient)
 
 
-__all__ = ["KEY_BYTES", "TAG_BYTES", "MASK", "SHARE", "InvalidTag", "new_private_key", "private_bytes", "public_bytes",
-           "private_from_bytes", "pair_key", "seal", "open_sealed"]
+__all__ = ["KEY_BYTES", "TAG_BYTES", "MASK", "SHARE", "InvalidTag", "check_public_key", "screen_public_keys",
+           "new_private_key",
+           "private_bytes", "public_bytes", "private_from_bytes", "pair_key", "seal", "open_sealed"]

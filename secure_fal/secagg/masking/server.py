@@ -29,6 +29,8 @@ class MaskingServer(ServerMachine):
         masked: U3, id -> y_u as uint64 residues (L,).
         requests: U3, id -> (survivors, dropped) asked of it in the unmask phase.
         revealed: U4, id -> ({v: b-share}, {v: s_sk-share}).
+        excluded: clients whose Advertise carried a refused key (``keys.check_public_key``: wrong length,
+            non-canonical, low order) -> the MessageError naming client, round and field; they are out of U1.
     """
 
     PROTOCOL = PROTOCOL_ID
@@ -42,6 +44,7 @@ class MaskingServer(ServerMachine):
         self.masked: dict[int, np.ndarray] = {}
         self.requests: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self.revealed: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
+        self.excluded: dict[int, MessageError] = {}
 
     def start(self) -> list[bytes]:
         self.phase = "advertise"
@@ -74,13 +77,15 @@ class MaskingServer(ServerMachine):
     # -- receiving, one method per phase: validate everything, then store -----------------------------
 
     def _on_advertise(self, data: bytes) -> list[bytes]:
-        header, msg = self.accept_from_client(data, (Advertise,), self.public_keys)
-        for name in ("c_pk", "s_pk"):
-            if len(getattr(msg, name)) != keys.KEY_BYTES:
-                raise MessageError(f"public key of {len(getattr(msg, name))} bytes, expected {keys.KEY_BYTES}",
-                                   client=header.sender, round_id=header.round_id, field=name)
-        self.public_keys[header.sender] = (msg.c_pk, msg.s_pk)
-        return self._close_advertise() if len(self.public_keys) == len(self.spec.clients) else []
+        header, msg = self.accept_from_client(data, (Advertise,), {**self.public_keys, **self.excluded})
+        u = header.sender
+        refused = keys.screen_public_keys([("c_pk", msg.c_pk), ("s_pk", msg.s_pk)], u, header.round_id)
+        if refused is not None:  # a bad key excludes its client, not the round (its peers would all refuse it)
+            self.excluded[u] = refused
+        else:
+            self.public_keys[u] = (msg.c_pk, msg.s_pk)
+        complete = len(self.public_keys) + len(self.excluded) == len(self.spec.clients)
+        return self._close_advertise() if complete else []
 
     def _on_shares(self, data: bytes) -> list[bytes]:
         u, msg = self.accept_after(data, Shares, self.sealed, self.public_keys, "advertise")

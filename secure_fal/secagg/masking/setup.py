@@ -68,6 +68,8 @@ class SetupServer(ServerMachine):
         public_keys: U1, member -> (c_pk, s_pks).
         sealed: U2, sender -> {recipient: ciphertext}.
         acked: U3, the members that acknowledged.
+        excluded: members whose SetupAdvertise carried a refused key -> the MessageError naming member and field
+            (``keys.screen_public_keys``); they are out of U1 and hold no keys of the session.
     """
 
     PROTOCOL = PROTOCOL_ID
@@ -79,6 +81,7 @@ class SetupServer(ServerMachine):
         self.public_keys: dict[int, tuple[bytes, bytes]] = {}
         self.sealed: dict[int, dict[int, bytes]] = {}
         self.acked: dict[int, None] = {}
+        self.excluded: dict[int, MessageError] = {}
 
     @property
     def done(self) -> bool:
@@ -119,14 +122,19 @@ class SetupServer(ServerMachine):
         return MessageError(what, client=client, round_id=self.spec.round_id, field=field)
 
     def _on_advertise(self, data: bytes) -> list[bytes]:
-        header, msg = self.accept_from_client(data, (SetupAdvertise,), self.public_keys)
+        header, msg = self.accept_from_client(data, (SetupAdvertise,), {**self.public_keys, **self.excluded})
         u, rounds = header.sender, self.spec.rounds
-        if len(msg.c_pk) != KEY_BYTES:
-            raise self._fail(f"c_pk of {len(msg.c_pk)} bytes, expected {KEY_BYTES}", u, "c_pk")
         if len(msg.s_pks) != KEY_BYTES * rounds:
             raise self._fail(f"s_pks of {len(msg.s_pks)} bytes, expected {KEY_BYTES} x {rounds} rounds", u, "s_pks")
-        self.public_keys[u] = (msg.c_pk, msg.s_pks)
-        return self._close_advertise() if len(self.public_keys) == len(self.spec.members) else []
+        named = [("c_pk", msg.c_pk)] + [(f"s_pks[{j}]", msg.s_pks[j * KEY_BYTES:(j + 1) * KEY_BYTES])
+                                        for j in range(rounds)]
+        refused = keys.screen_public_keys(named, u, self.spec.round_id)
+        if refused is not None:  # a bad key excludes its client from the session, not the setup
+            self.excluded[u] = refused
+        else:
+            self.public_keys[u] = (msg.c_pk, msg.s_pks)
+        complete = len(self.public_keys) + len(self.excluded) == len(self.spec.members)
+        return self._close_advertise() if complete else []
 
     def _on_shares(self, data: bytes) -> list[bytes]:
         u, msg = self.accept_after(data, SetupShares, self.sealed, self.public_keys, "advertise")

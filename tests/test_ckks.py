@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from secure_fal.secagg import (Aggregator, DecryptionError, DropoutError, Faults, InputError, MessageError,
-                               OutOfOrderError, secure_sum)
+                               OutOfOrderError, ReplayError, secure_sum)
 from secure_fal.secagg.ckks.messages import KINDS, PROTOCOL_ID, DecryptedSum, DecryptRequest, EncryptedInput, Request
-from secure_fal.secagg.ckks.protocol import CKKSProtocol, CKKSServer
+from secure_fal.secagg.ckks.machines import CKKSServer
+from secure_fal.secagg.ckks.protocol import CKKSProtocol
 from secure_fal.secagg.ckks.context import CKKSContext
 from secure_fal.secagg.ckks.params import CKKSParams, RoundPlan
 from secure_fal.secagg.encoding import FixedPoint
@@ -310,12 +311,17 @@ def test_decryptor_checks_the_request():
     h, request = decode(to_decryptor, KINDS, PROTOCOL_ID)
     with pytest.raises(MessageError, match="SEAL") as err:
         clients[0].receive(encode(h, DecryptRequest(request.contributors, {0: b"\x00" * 100})))
-    assert (err.value.client, err.value.round_id, err.value.field) == (None, 1, "chunks[0]")
+    assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, "chunks[0]")
     with pytest.raises(MessageError, match="not a set") as err:
         clients[0].receive(encode(h, DecryptRequest((0, 7), request.chunks)))
     assert err.value.field == "contributors"
+    with pytest.raises(MessageError, match="needs at least 2") as err:   # a sum of one is that input
+        clients[0].receive(encode(h, DecryptRequest((1,), request.chunks)))
+    assert (err.value.client, err.value.field) == (0, "contributors")
+    with pytest.raises(ReplayError):            # a second machine of the same round: refused by the registry
+        proto.client(1, spec, xs[1])
     with pytest.raises(OutOfOrderError):        # a decryption request before the client has sent its input
-        machines(proto, xs, spec)[1][0].receive(encode(h, request))
+        machines(session([0, 1, 2]), xs, spec)[1][0].receive(encode(h, request))
     clients[0].receive(to_decryptor)            # the checks above left the client able to answer
     with pytest.raises(OutOfOrderError):        # and only once
         clients[0].receive(to_decryptor)

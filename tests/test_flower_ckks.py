@@ -211,8 +211,12 @@ def test_round_options_that_do_not_fit_the_stored_keys_are_refused():
     other = {"params": {"poly_modulus_degree": 2048, "coeff_mod_bit_sizes": [54]}}
     batch = ServerRound(setup.protocol, other, RoundSpec(SESSION, 1, CLIENTS, 5, FixedPoint(1.0, 24, 4)),
                         {"seed": SEED}).next_batches()[1]
-    with pytest.raises(MessageError, match="parameters") as err:
+    with pytest.raises(MessageError, match="ring degree 2048") as err:   # below the node's pinned ring size
         client_step(batch, states[1], 1, synthetic_inputs, CKKS_NODE)
+    assert (err.value.client, err.value.round_id, err.value.field) == (1, 1, "poly_modulus_degree")
+    small_rings = NodePolicy(frozenset({"ckks"}), min_ring_degree=2048)
+    with pytest.raises(MessageError, match="parameters") as err:
+        client_step(batch, states[1], 1, synthetic_inputs, small_rings)
     assert (err.value.client, err.value.round_id, err.value.field) == (1, 1, KEYS_RECORD)
 
 

@@ -47,7 +47,7 @@ def run_over_records(protocol_name: str, options: dict, clients: tuple[int, ...]
     the node does not answer. ``tamper(exchange, answers)`` may rewrite the answers before they are taken."""
     protocol = make_protocol(protocol_name, **options)
     states = {c: RecordDict() for c in clients}
-    policy = NodePolicy(frozenset({protocol_name}))
+    policy = NodePolicy(frozenset({protocol_name}), corruption=0.0)   # toy graphs: private only without collusion
     outcomes = []
     for round_id in range(1, rounds + 1):
         spec = RoundSpec(session, round_id, clients, LENGTH, FixedPoint(BOUND, 24, len(clients)))

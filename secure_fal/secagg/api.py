@@ -23,6 +23,7 @@ import numpy as np
 from .encoding import FixedPoint
 from .errors import DropoutError, InputError
 from .machine import ClientMachine, RoundSpec, ServerMachine
+from .node import NodePolicy, RoundRegistry
 from .report import CostTotals, Report
 from .transport import Faults, run_round
 
@@ -71,6 +72,24 @@ class SecureSumProtocol(ABC):
     def round_clients(self, members: tuple[int, ...]) -> tuple[int, ...]:
         """Which of ``members`` (sorted ids with inputs) can take part in a round now. Default: all."""
         return members
+
+    def pin(self, policy: NodePolicy, cid: int, round_id: int) -> None:
+        """Client side, before building a machine from options a server sent: apply the parts of a node's
+        ``policy`` that concern this protocol's parameters; InputError naming ``cid``, ``round_id`` and the field
+        when the options are weaker. Default: nothing to pin."""
+
+    @property
+    def registries(self) -> dict[int, RoundRegistry]:
+        """Client id -> the (session, round) pairs it answered through this object; a protocol whose clients hold
+        secrets claims each round there when it builds a client machine (a node installs its persisted registry
+        first: ``secure_fal.flower.carrier.envelope.client_step``)."""
+        if "_registries" not in self.__dict__:
+            self._registries: dict[int, RoundRegistry] = {}
+        return self._registries
+
+    def claim_round(self, cid: int, spec: RoundSpec) -> None:
+        """Record that client ``cid`` answers round ``spec``; ReplayError (field 'round') if it already did."""
+        self.registries.setdefault(cid, RoundRegistry()).claim(spec.session, spec.round_id, cid)
 
     @abstractmethod
     def server(self, spec: RoundSpec) -> ServerMachine: ...

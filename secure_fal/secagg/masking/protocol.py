@@ -29,10 +29,12 @@ import numpy as np
 from ..api import SecureSumProtocol
 from ..errors import InputError
 from ..machine import ClientMachine, RoundSpec, ServerMachine
+from ..node import NodePolicy
 from .client import MaskingClient
 from .graph import (NeighbourSetting, Neighbourhoods, ThresholdSetting, check_settings, neighbourhoods,
                     session_neighbourhoods)
 from .messages import Advertise, MaskedInput, Shares, Unmask
+from .params import check_private, choose
 from .server import MaskingServer
 from .session import SessionClient, SessionServer
 from .session_keys import ClientKeys, SessionServerKeys
@@ -50,7 +52,13 @@ class MaskingProtocol(SecureSumProtocol):
             m = neighbours + 1; an int: t itself; a float f in (1/2, 1]: ceil(f * m). Must satisfy
             m/2 < t <= m for every round (checked per round: InputError field 'threshold').
         neighbours: None (default): complete graph (SecAgg); an int k: SecAgg+ graph with k neighbours
-            (rounded up to even, capped at n - 1); "log": k = 2 * ceil(log2 n).
+            (rounded up to even, capped at n - 1); "log": k = 2 * ceil(log2 n); "auto": degree and threshold
+            from ``corruption`` and ``dropout`` per round size n (``params.choose``, the table of
+            protocols/masking.md §Parameters; ``threshold`` must then be None).
+        corruption: gamma, the fraction of clients assumed to collude with the server. None (default): no
+            assumption (only m/2 < t <= m is checked). A float in [0, 0.5): every round's degree and threshold
+            must be private at it (``params.check_private``, InputError field 'threshold'); "auto" chooses by it.
+        dropout: delta, the dropout rate "auto" plans for (default 0.05).
         rounds_per_setup: None (default): per-round mode, 4 client phases per round (advertise, share,
             masked_input, unmask). An int R >= 1: session mode: a setup among the session's members makes and
             shares the secrets of R rounds in advance (``setup_server`` / ``setup_client``; the in-process
@@ -71,8 +79,18 @@ class MaskingProtocol(SecureSumProtocol):
     SETUP_PHASE_OF_KIND = SETUP_KIND_PHASES
 
     def __init__(self, threshold: ThresholdSetting = None, neighbours: NeighbourSetting = None,
-                 rounds_per_setup: int | None = None) -> None:
-        check_settings(neighbours, threshold)
+                 rounds_per_setup: int | None = None, *, corruption: float | None = None,
+                 dropout: float = 0.05) -> None:
+        if neighbours == "auto" and threshold is not None:
+            raise ValueError("neighbours='auto' chooses the threshold too: leave threshold None")
+        check_settings(None if neighbours == "auto" else neighbours, threshold)
+        for name, value in (("corruption", corruption), ("dropout", dropout)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < 0.5):
+                raise ValueError(f"{name} must be a fraction in [0, 0.5), got {value!r}")
+        self.corruption = corruption
+        self.dropout = dropout
+        self._pinned_corruption: float | None = None
         if rounds_per_setup is not None and (isinstance(rounds_per_setup, bool) or not isinstance(rounds_per_setup, int)
                                              or rounds_per_setup < 1):
             raise ValueError(f"rounds_per_setup must be None (per-round mode) or an int >= 1, got {rounds_per_setup!r}")
@@ -87,7 +105,28 @@ class MaskingProtocol(SecureSumProtocol):
 
     def graph(self, spec: RoundSpec) -> Neighbourhoods:
         """The neighbour graph and threshold of a per-round-mode round (the same for every party)."""
-        return neighbourhoods(spec, self.neighbours, self.threshold)
+        neighbours, threshold = self._settings(len(spec.clients))
+        graph = neighbourhoods(spec, neighbours, threshold)
+        self._check_private(len(spec.clients), graph, spec.round_id)
+        return graph
+
+    def _settings(self, n: int) -> tuple[NeighbourSetting, ThresholdSetting]:
+        if self.neighbours != "auto":
+            return self.neighbours, self.threshold
+        choice = choose(n, self.corruption or 0.0, self.dropout)
+        return choice.degree, choice.threshold
+
+    def _check_private(self, n: int, graph: Neighbourhoods, round_id: int) -> None:
+        """InputError (field 'threshold') when the graph is not private at this object's corruption fraction or
+        the one a node pinned (the larger); nothing to check when neither is set."""
+        gammas = [g for g in (self.corruption, self._pinned_corruption) if g is not None]
+        if gammas:
+            check_private(n, graph.degree, graph.threshold, max(gammas), round_id=round_id)
+
+    def pin(self, policy: NodePolicy, cid: int, round_id: int) -> None:
+        """A node's pins: every graph and threshold this object builds must be private at ``policy.corruption``
+        (checked when the machines are built)."""
+        self._pinned_corruption = policy.corruption
 
     # -- session mode: setup ------------------------------------------------------------------------------
 
@@ -114,7 +153,9 @@ class MaskingProtocol(SecureSumProtocol):
         if not self.has_session_keys:
             raise ValueError("per-round masking (rounds_per_setup=None) has no session setup")
         members = tuple(sorted(set(members)))
-        graph = session_neighbourhoods(session, members, self.neighbours, self.threshold, first_round)
+        neighbours, threshold = self._settings(len(members))
+        graph = session_neighbourhoods(session, members, neighbours, threshold, first_round)
+        self._check_private(len(members), graph, first_round)
         return SetupSpec(session, members, first_round, self.rounds_per_setup, graph)
 
     def setup_server(self, session: int, members: Sequence[int], first_round: int = 1) -> SetupServer:
@@ -161,9 +202,18 @@ class MaskingProtocol(SecureSumProtocol):
         return SessionServer(spec, self._server_keys)
 
     def client(self, cid: int, spec: RoundSpec, vector: np.ndarray) -> ClientMachine:
+        """Client ``cid``'s machine of round ``spec``; claims the round in its registry (ReplayError, field
+        'round', for a (session, round) it already answered)."""
         if not self.has_session_keys:
-            return MaskingClient(cid, spec, vector, self.graph(spec))
-        if cid not in self._client_keys:
+            try:
+                graph = self.graph(spec)
+            except InputError as exc:
+                raise InputError(exc.what, client=cid, round_id=exc.round_id, field=exc.field) from None
+            machine = MaskingClient(cid, spec, vector, graph)
+        elif cid not in self._client_keys:
             raise InputError("holds no masking session keys (not a key holder of this setup)", client=cid,
                              round_id=spec.round_id, field="keys")
-        return SessionClient(cid, spec, vector, self._client_keys[cid])
+        else:
+            machine = SessionClient(cid, spec, vector, self._client_keys[cid])
+        self.claim_round(cid, spec)
+        return machine

@@ -217,7 +217,7 @@ def test_honest_client_checks_in_unmask(survivors, dropped, error, match):
     r = Round(keyed(), 1)
     data = r.until(UnmaskRequest, 0)
     with pytest.raises(error, match=match):
-        r.clients[0].receive(r.server.send(0, UnmaskRequest(survivors, dropped)))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest(survivors, dropped, {})))
     assert r.clients[0].phase == "unmask"
     r.queue.appendleft(data)
     r.finish()
@@ -228,7 +228,7 @@ def test_client_refuses_shares_of_a_member_that_is_not_in_this_round():
     r = Round(keyed(), 1, clients=(0, 1, 2, 3))
     r.until(UnmaskRequest, 0)
     with pytest.raises(MessageError, match="holds no shares of client 4") as err:
-        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3), (4,))))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3), (4,), {})))
     assert (err.value.client, err.value.round_id, err.value.field) == (4, 1, "dropped")
 
 
@@ -252,7 +252,7 @@ def test_a_second_masked_input_request_is_refused():
         assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, "round")
         r.clients[0].phase = "done"
     with pytest.raises(OutOfOrderError):   # an unmask request once done
-        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3, 4), ())))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3, 4), (), {})))
 
 
 @pytest.mark.parametrize("round_id", [0, 4, 5])
@@ -453,8 +453,9 @@ def test_session_rounds_cost_fewer_bytes_and_the_sizes_match_the_spec():
     k_bytes, d = 4, n - 1
     for c in range(n):
         assert session.bytes_up[c] == 30 + 4 + length * k_bytes + 30 + 8 + 45 * n
-        assert session.bytes_down[c] == 30 + 30 + 8 + 8 * n
-        assert setup.bytes_up[c] == 30 + 8 + 32 * (rounds + 1) + 30 + 4 + (28 + 66 * rounds) * d + 30
+        assert session.bytes_down[c] == 30 + 30 + 12 + 8 * n
+        assert setup.bytes_up[c] == (30 + 12 + 32 * (rounds + 1) + 30 + 4 + (28 + 66 * rounds) * d + 4 + 32 * rounds
+                                     + 30)
         assert setup.bytes_down[c] == (30 + 12 + 8 * n + 30 + 4 + (44 + 32 * rounds) * d
                                        + 30 + 4 + (28 + 66 * rounds) * d)
     assert session.total_bytes < per_round.total_bytes
@@ -506,7 +507,7 @@ def test_setup_messages_from_members_that_missed_a_phase_are_out_of_order():
     _, server, machines, queue = setup_parties()
     pump(server, machines, queue, lambda h: h.kind == SetupAdvertise.KIND and h.sender == 4)   # 4's keys are lost
     pump(server, machines, queue, lambda h: h.kind == SetupShares.KIND and h.sender == 0)      # advertise timed out
-    late = encode(Header(SETUP_ID, SetupShares.KIND, SESSION, 1, 4, SERVER), SetupShares({}))
+    late = encode(Header(SETUP_ID, SetupShares.KIND, SESSION, 1, 4, SERVER), SetupShares({}, b""))
     with pytest.raises(OutOfOrderError, match="did not complete phase 'advertise'") as err:
         server.receive(late)
     assert (err.value.client, err.value.round_id) == (4, 1)

@@ -14,6 +14,7 @@ round, and the associated data binds session, round, sender and recipient.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 from cryptography.exceptions import InvalidTag
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import MessageError
+from ..identity import ids_bytes, statement
 
 KEY_BYTES = 32
 TAG_BYTES = 16
@@ -100,6 +102,23 @@ def pair_key(sk: X25519PrivateKey, peer_pk: bytes, purpose: bytes, session: int,
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
 
 
+def commit(seed: bytes, session: int, round_id: int, owner: int) -> bytes:
+    """SHA-256(label || "commit" || session || round || owner || seed): the 32-byte commitment to a self-mask seed
+    b_u. Hiding because b_u is 256 uniform bits; binding by collision resistance."""
+    return hashlib.sha256(_LABEL + b"commit" + struct.pack(">QIi", session, round_id, owner) + seed).digest()
+
+
+def advertise_statement(session: int, round_id: int, me: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    """What a client signs in active mode when it advertises its keys (``identity.statement``, purpose
+    "masking/advertise"); in session mode round_id is r0 and s_pk the R keys s_pks."""
+    return statement(b"masking/advertise", session, round_id, me, c_pk, s_pk)
+
+
+def consistency_statement(session: int, round_id: int, me: int, survivors: tuple[int, ...]) -> bytes:
+    """What a client signs in the consistency round: U3 (purpose "masking/consistency")."""
+    return statement(b"masking/consistency", session, round_id, me, ids_bytes(survivors))
+
+
 def seal(key: bytes, session: int, round_id: int, sender: int, recipient: int, plaintext: bytes) -> bytes:
     """AES-256-GCM ciphertext || 16-byte tag of plaintext, bound to (session, round, sender, recipient)."""
     return AESGCM(key).encrypt(_nonce(sender, recipient), plaintext, _aad(session, round_id, sender, recipient))
@@ -119,5 +138,5 @@ def _aad(session: int, round_id: int, sender: int, recipient: int) -> bytes:
 
 
 __all__ = ["KEY_BYTES", "TAG_BYTES", "MASK", "SHARE", "InvalidTag", "check_public_key", "screen_public_keys",
-           "new_private_key",
-           "private_bytes", "public_bytes", "private_from_bytes", "pair_key", "seal", "open_sealed"]
+           "new_private_key", "private_bytes", "public_bytes", "private_from_bytes", "pair_key", "commit",
+           "advertise_statement", "consistency_statement", "seal", "open_sealed"]

@@ -22,18 +22,20 @@ phases (``session.py``).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..api import SecureSumProtocol
 from ..errors import InputError
+from ..identity import Identity, Roster
 from ..machine import ClientMachine, RoundSpec, ServerMachine
 from ..node import NodePolicy
 from .client import MaskingClient
 from .graph import (NeighbourSetting, Neighbourhoods, ThresholdSetting, check_settings, neighbourhoods,
                     session_neighbourhoods)
-from .messages import Advertise, MaskedInput, Shares, Unmask
+from .messages import Advertise, ConsistencySignature, MaskedInput, Shares, Unmask
 from .params import check_private, choose
 from .server import MaskingServer
 from .session import SessionClient, SessionServer
@@ -59,6 +61,11 @@ class MaskingProtocol(SecureSumProtocol):
             assumption (only m/2 < t <= m is checked). A float in [0, 0.5): every round's degree and threshold
             must be private at it (``params.check_private``, InputError field 'threshold'); "auto" chooses by it.
         dropout: delta, the dropout rate "auto" plans for (default 0.05).
+        active: False (default): honest-but-curious mode. True: active mode (protocols/masking.md §Active mode):
+            every client signs its keys with its long-term Ed25519 identity, and a consistency round (signed U3)
+            runs before unmasking: one more exchange per round, private against a server that deviates. Needs
+            the session's ``Roster`` on every party and each client's ``Identity``: ``setup`` (in process) makes
+            both for the session's clients; a Flower node loads its own (``load_identity``).
         rounds_per_setup: None (default): per-round mode, 4 client phases per round (advertise, share,
             masked_input, unmask). An int R >= 1: session mode: a setup among the session's members makes and
             shares the secrets of R rounds in advance (``setup_server`` / ``setup_client``; the in-process
@@ -80,7 +87,7 @@ class MaskingProtocol(SecureSumProtocol):
 
     def __init__(self, threshold: ThresholdSetting = None, neighbours: NeighbourSetting = None,
                  rounds_per_setup: int | None = None, *, corruption: float | None = None,
-                 dropout: float = 0.05) -> None:
+                 dropout: float = 0.05, active: bool = False) -> None:
         if neighbours == "auto" and threshold is not None:
             raise ValueError("neighbours='auto' chooses the threshold too: leave threshold None")
         check_settings(None if neighbours == "auto" else neighbours, threshold)
@@ -88,8 +95,13 @@ class MaskingProtocol(SecureSumProtocol):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0 <= value < 0.5):
                 raise ValueError(f"{name} must be a fraction in [0, 0.5), got {value!r}")
+        if not isinstance(active, bool):
+            raise ValueError(f"active must be True or False, got {active!r}")
         self.corruption = corruption
         self.dropout = dropout
+        self.active = active
+        self.roster: Roster | None = None
+        self._identities: dict[int, Identity] = {}
         self._pinned_corruption: float | None = None
         if rounds_per_setup is not None and (isinstance(rounds_per_setup, bool) or not isinstance(rounds_per_setup, int)
                                              or rounds_per_setup < 1):
@@ -97,9 +109,12 @@ class MaskingProtocol(SecureSumProtocol):
         self.threshold = threshold
         self.neighbours = neighbours
         self.rounds_per_setup = rounds_per_setup
-        if rounds_per_setup is not None:  # this object's rounds have 2 client phases
+        if rounds_per_setup is not None:  # this object's rounds have 2 client phases (active mode: 3)
             self.CLIENT_PHASES = self.SESSION_CLIENT_PHASES
             self.PHASE_OF_KIND = {MaskedInput.KIND: "masked_input", Unmask.KIND: "unmask"}
+        if active:
+            self.CLIENT_PHASES = (*self.CLIENT_PHASES[:-1], "consistency", "unmask")
+            self.PHASE_OF_KIND = {**self.PHASE_OF_KIND, ConsistencySignature.KIND: "consistency"}
         self._server_keys: SessionServerKeys | None = None
         self._client_keys: dict[int, ClientKeys] = {}
 
@@ -125,8 +140,42 @@ class MaskingProtocol(SecureSumProtocol):
 
     def pin(self, policy: NodePolicy, cid: int, round_id: int) -> None:
         """A node's pins: every graph and threshold this object builds must be private at ``policy.corruption``
-        (checked when the machines are built)."""
+        (checked when the machines are built), and a node that requires the active mode refuses an
+        honest-but-curious opening (InputError, field 'active')."""
+        if policy.active and not self.active:
+            raise InputError("honest-but-curious masking refused: this node requires the active mode", client=cid,
+                             round_id=round_id, field="active")
         self._pinned_corruption = policy.corruption
+
+    # -- identities (active mode) ---------------------------------------------------------------------------
+
+    def setup(self, clients: Sequence[int], rng: random.Random) -> None:
+        """In process, active mode: a fresh Ed25519 identity per client and the session's roster (given out of
+        band, as a deployment's PKI would be). Honest-but-curious mode: nothing."""
+        if self.active and self.roster is None:
+            self._identities = {c: Identity() for c in clients}
+            self.roster = Roster.of(self._identities)
+
+    def load_identity(self, cid: int, identity: Identity, roster: Roster) -> None:
+        """Give client ``cid`` its signing identity and the session's roster (a Flower node: its own, from its
+        node and run configs); InputError (field 'roster') when the roster does not list ``cid`` with this key."""
+        if cid not in roster or Roster.of({cid: identity}).to_dict()[str(cid)] != roster.to_dict()[str(cid)]:
+            raise InputError("the roster does not list this client with its signing key", client=cid,
+                             field="roster")
+        self.roster = roster
+        self._identities[cid] = identity
+
+    def load_roster(self, roster: Roster) -> None:
+        """Server side, active mode: the session's roster (over Flower: from the run config)."""
+        self.roster = roster
+
+    def _identity(self, cid: int, round_id: int) -> Identity | None:
+        if not self.active:
+            return None
+        if self.roster is None or cid not in self._identities:
+            raise InputError("active masking: this client holds no signing identity and roster (setup or "
+                             "load_identity)", client=cid, round_id=round_id, field="roster")
+        return self._identities[cid]
 
     # -- session mode: setup ------------------------------------------------------------------------------
 
@@ -160,11 +209,14 @@ class MaskingProtocol(SecureSumProtocol):
 
     def setup_server(self, session: int, members: Sequence[int], first_round: int = 1) -> SetupServer:
         """The server's setup machine; once ``done``, pass it to ``install_setup``."""
-        return SetupServer(self.setup_spec(session, members, first_round))
+        if self.active and self.roster is None:
+            raise ValueError("active masking: no roster on this object (setup, or load_roster)")
+        return SetupServer(self.setup_spec(session, members, first_round), self.roster)
 
     def setup_client(self, cid: int, session: int, members: Sequence[int], first_round: int = 1) -> SetupClient:
         """Member ``cid``'s setup machine; once ``done``, its ``keys()`` go to ``load_client_keys``."""
-        return SetupClient(cid, self.setup_spec(session, members, first_round))
+        return SetupClient(cid, self.setup_spec(session, members, first_round), self._identity(cid, first_round),
+                           self.roster)
 
     def install_setup(self, server: SetupServer) -> None:
         """Make this the server's object for the rounds the finished setup ``server`` covers (replacing any
@@ -194,8 +246,10 @@ class MaskingProtocol(SecureSumProtocol):
     # -- rounds ---------------------------------------------------------------------------------------------
 
     def server(self, spec: RoundSpec) -> ServerMachine:
+        if self.active and self.roster is None:
+            raise ValueError("active masking: no roster on this object (setup, or load_roster)")
         if not self.has_session_keys:
-            return MaskingServer(spec, self.graph(spec))
+            return MaskingServer(spec, self.graph(spec), self.roster)
         if self._server_keys is None:
             raise ValueError("session-mode masking: no setup installed on this object; run setup_server / "
                              "install_setup before the first round")
@@ -209,11 +263,16 @@ class MaskingProtocol(SecureSumProtocol):
                 graph = self.graph(spec)
             except InputError as exc:
                 raise InputError(exc.what, client=cid, round_id=exc.round_id, field=exc.field) from None
-            machine = MaskingClient(cid, spec, vector, graph)
+            machine = MaskingClient(cid, spec, vector, graph, self._identity(cid, spec.round_id), self.roster)
         elif cid not in self._client_keys:
             raise InputError("holds no masking session keys (not a key holder of this setup)", client=cid,
                              round_id=spec.round_id, field="keys")
         else:
-            machine = SessionClient(cid, spec, vector, self._client_keys[cid])
+            keys = self._client_keys[cid]
+            graph = None
+            if self.active:
+                neighbours, threshold = self._settings(len(keys.members))
+                graph = session_neighbourhoods(keys.session, keys.members, neighbours, threshold, keys.first_round)
+            machine = SessionClient(cid, spec, vector, keys, graph, self._identity(cid, spec.round_id), self.roster)
         self.claim_round(cid, spec)
         return machine

@@ -145,14 +145,20 @@ class MaskingClient(ClientMachine):
         return [self.send(SERVER, MaskedInput(y))]
 
     def _on_consistency_request(self, msg: ConsistencyRequest) -> list[bytes]:
-        """Sign the U3 the server claims, once: it must list this client, hold no id twice, and give this client
-        at least t survivors in N[u] (else DropoutError: the server could not finish anyway)."""
+        """Sign the U3 the server claims, once: it must list this client, hold no id twice, contain no neighbour
+        this client did not mask with (U3 and N(u) within the senders of its relayed shares: else the server,
+        having relayed only some neighbours' shares, could list those as dropped and unmask y_u alone), and give
+        this client at least t survivors in N[u] (else DropoutError: the server could not finish anyway)."""
         me, spec, u3 = self.me, self.spec, msg.survivors
         if list(u3) != sorted(set(u3)) or not set(u3) <= set(spec.clients):
             raise self._fail(MessageError, "U3 is not a sorted set of this round's clients", None, "survivors")
         if me not in u3:
             raise self._fail(MessageError, f"refusing: client {me} sent its masked input but is not in U3", me,
                              "survivors")
+        unmasked = sorted(set(u3) & set(self.graph.of(me)) - set(self._held))
+        if unmasked:
+            raise self._fail(MessageError, f"refusing: U3 lists neighbour {unmasked[0]}, whose shares client {me} "
+                             "never received (it did not mask with it)", unmasked[0], "survivors")
         if len(self.graph.closed(me) & set(u3)) < self.graph.threshold:
             raise self._fail(DropoutError, f"refusing: fewer than t={self.graph.threshold} of client {me}'s "
                              "neighbourhood in U3", me, "survivors")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InputError, MessageError, ReplayError
 
@@ -37,6 +37,9 @@ class NodePolicy:
             is SEAL's 128-bit-secure default).
         registry_file: where the node's round registry also persists ('' = only in the node's state, which
             lasts one Flower run); with a file, a round is answered at most once across runs too.
+        roster_sha256: active mode: the digest (``Roster.digest``) of the only roster the node accepts; a server
+            that put its own keys in the roster could otherwise sign for any client.
+        signing_key: active mode: this node's own 32-byte Ed25519 private key (node config, never sent).
     """
 
     protocols: frozenset[str]
@@ -45,6 +48,8 @@ class NodePolicy:
     active: bool = False
     min_ring_degree: int = 4096
     registry_file: str = ""
+    roster_sha256: str = ""
+    signing_key: bytes = field(default=b"", repr=False)
 
     def check_opening(self, protocol: str, n_clients: int, *, client: int, round_id: int, field: str) -> None:
         """MessageError naming ``client``, ``round_id`` and the field ('protocol', or ``field`` for the member list)

@@ -29,9 +29,10 @@ def client_id_of(context: Context) -> int:
 def policy_of(context: Context, default_protocols: str = DEFAULT_PROTOCOLS) -> NodePolicy:
     """This node's policy (protocols/masking.md §Node policy) from its node config: ``protocols`` (else
     ``default_protocols``, comma-separated), ``min-clients`` (default 2), ``corruption`` (gamma, default 0.1),
-    ``active`` (require active-mode masking, default false), ``min-ring-degree`` (CKKS N, default 4096) and
-    ``round-registry`` (a file where the round registry also persists; default none). InputError naming the key
-    on a bad value."""
+    ``active`` (require active-mode masking, default false), ``min-ring-degree`` (CKKS N, default 4096),
+    ``round-registry`` (a file where the round registry also persists; default none), and for active mode
+    ``roster-sha256`` (the pinned roster's digest) and ``signing-key`` (this node's Ed25519 key, 64 hex digits).
+    InputError naming the key on a bad value."""
     config = context.node_config
     raw = config.get("protocols", default_protocols)
     min_clients = config.get("min-clients", 2)
@@ -49,5 +50,13 @@ def policy_of(context: Context, default_protocols: str = DEFAULT_PROTOCOLS) -> N
     registry = config.get("round-registry", "")
     if not isinstance(registry, str):
         raise InputError(f"node config round-registry={registry!r} is not a path", field="round-registry")
+    digest, key = config.get("roster-sha256", ""), config.get("signing-key", "")
+    bad_key = InputError("node config signing-key is not 64 hex digits", field="signing-key")
+    if not isinstance(key, str) or len(key) not in (0, 64):
+        raise bad_key
+    try:
+        signing_key = bytes.fromhex(key)
+    except ValueError:
+        raise bad_key from None
     return NodePolicy(frozenset(p.strip() for p in str(raw).split(",") if p.strip()), min_clients,
-                      float(corruption), active, degree, registry)
+                      float(corruption), active, degree, registry, str(digest), signing_key)

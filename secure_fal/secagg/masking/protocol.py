@@ -23,7 +23,7 @@ phases (``session.py``).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -65,7 +65,10 @@ class MaskingProtocol(SecureSumProtocol):
             every client signs its keys with its long-term Ed25519 identity, and a consistency round (signed U3)
             runs before unmasking: one more exchange per round, private against a server that deviates. Needs
             the session's ``Roster`` on every party and each client's ``Identity``: ``setup`` (in process) makes
-            both for the session's clients; a Flower node loads its own (``load_identity``).
+            both for the session's clients unless ``roster`` is given; a Flower node loads its own identity when
+            it pins its policy (``pin``: the roster must have the digest the node pinned).
+        roster: active mode: the session's roster, a ``Roster`` or its ``to_dict()`` (JSON options over Flower:
+            {"client id": "public key hex"}). None: made by ``setup`` (in process).
         rounds_per_setup: None (default): per-round mode, 4 client phases per round (advertise, share,
             masked_input, unmask). An int R >= 1: session mode: a setup among the session's members makes and
             shares the secrets of R rounds in advance (``setup_server`` / ``setup_client``; the in-process
@@ -87,7 +90,8 @@ class MaskingProtocol(SecureSumProtocol):
 
     def __init__(self, threshold: ThresholdSetting = None, neighbours: NeighbourSetting = None,
                  rounds_per_setup: int | None = None, *, corruption: float | None = None,
-                 dropout: float = 0.05, active: bool = False) -> None:
+                 dropout: float = 0.05, active: bool = False,
+                 roster: Roster | Mapping[str, str] | None = None) -> None:
         if neighbours == "auto" and threshold is not None:
             raise ValueError("neighbours='auto' chooses the threshold too: leave threshold None")
         check_settings(None if neighbours == "auto" else neighbours, threshold)
@@ -97,10 +101,12 @@ class MaskingProtocol(SecureSumProtocol):
                 raise ValueError(f"{name} must be a fraction in [0, 0.5), got {value!r}")
         if not isinstance(active, bool):
             raise ValueError(f"active must be True or False, got {active!r}")
+        if roster is not None and not active:
+            raise ValueError("a roster is for active mode (active=True)")
         self.corruption = corruption
         self.dropout = dropout
         self.active = active
-        self.roster: Roster | None = None
+        self.roster: Roster | None = roster if roster is None or isinstance(roster, Roster) else Roster.from_dict(roster)
         self._identities: dict[int, Identity] = {}
         self._pinned_corruption: float | None = None
         if rounds_per_setup is not None and (isinstance(rounds_per_setup, bool) or not isinstance(rounds_per_setup, int)
@@ -140,12 +146,19 @@ class MaskingProtocol(SecureSumProtocol):
 
     def pin(self, policy: NodePolicy, cid: int, round_id: int) -> None:
         """A node's pins: every graph and threshold this object builds must be private at ``policy.corruption``
-        (checked when the machines are built), and a node that requires the active mode refuses an
-        honest-but-curious opening (InputError, field 'active')."""
+        (checked when the machines are built), a node that requires the active mode refuses an
+        honest-but-curious opening (InputError, field 'active'), and in active mode the roster must be the one
+        the node pinned (``policy.roster_sha256``; field 'roster'): the node then signs with
+        ``policy.signing_key``."""
         if policy.active and not self.active:
             raise InputError("honest-but-curious masking refused: this node requires the active mode", client=cid,
                              round_id=round_id, field="active")
         self._pinned_corruption = policy.corruption
+        if self.active:
+            if self.roster is None or not policy.signing_key or self.roster.digest() != policy.roster_sha256:
+                raise InputError("active masking needs the roster this node pinned (node config roster-sha256) and "
+                                 "its signing key", client=cid, round_id=round_id, field="roster")
+            self.load_identity(cid, Identity(policy.signing_key), self.roster)
 
     # -- identities (active mode) ---------------------------------------------------------------------------
 

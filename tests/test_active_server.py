@@ -262,3 +262,42 @@ def test_every_released_sum_is_the_exact_sum_over_its_contributors(n, active, se
     q = sum(np.rint(xs[c] * 2**24).astype(np.int64) for c in res.contributors)
     assert np.array_equal(np.rint(res.total * 2**24).astype(np.int64), q)
     assert set(res.contributors) >= set(range(n)) - set(drop)
+
+
+# -- attack 6: CKKS, a decryptor that decrypts whatever it is sent ---------------------------------------------
+
+def test_attack_6_the_ckks_decryptor_checks_count_freshness_and_the_signed_contributor_list():
+    pytest.importorskip("tenseal")
+    from secure_fal.secagg.ckks.messages import KINDS as CKKS_KINDS, PROTOCOL_ID as CKKS_ID, DecryptRequest
+    from secure_fal.secagg.ckks.protocol import CKKSProtocol
+
+    n, length = 3, 10
+    proto = CKKSProtocol(active=True, min_contributors=2)
+    proto.setup(range(n), None)
+    xs = {c: np.full(length, 0.25 * (c + 1)) for c in range(n)}
+    requests = {}
+    for round_id in (1, 2):
+        spec = RoundSpec(SESSION, round_id, tuple(range(n)), length, FixedPoint(1.0, 24, n))
+        server = proto.server(spec)
+        clients = {c: proto.client(c, spec, xs[c]) for c in range(n)}
+        queue = deque(server.start())
+        while not (queue and peek_header(queue[0]).kind == DecryptRequest.KIND):
+            data = queue.popleft()
+            recipient = peek_header(data).recipient
+            queue.extend(server.receive(data) if recipient == SERVER else clients[recipient].receive(data))
+        requests[round_id] = (queue.popleft(), clients)
+    (old, _), (new, clients) = requests[1], requests[2]
+    decryptor = clients[peek_header(new).recipient]
+    header, fresh = decode(new, CKKS_KINDS, CKKS_ID)
+    _, stale = decode(old, CKKS_KINDS, CKKS_ID)
+    cases = [(DecryptRequest(stale.contributors, stale.chunks, stale.inputs), "invalid signature", "inputs"),
+             (DecryptRequest((0, 1), fresh.chunks, {0: fresh.inputs[0]}), "do not match", "inputs"),
+             (DecryptRequest((1,), fresh.chunks, {1: fresh.inputs[1]}), "needs at least 2", "contributors")]
+    for request, match, field in cases:          # a round-1 sum in round 2; an unsigned contributor; a sum of one
+        with pytest.raises(MessageError, match=match) as err:
+            decryptor.receive(encode(header, request))
+        assert err.value.field == field
+    answer = decryptor.receive(new)              # the genuine request is still answered, once
+    assert len(answer) == 1
+    with pytest.raises(ReplayError):             # the round cannot be re-opened on the decryptor
+        proto.client(decryptor.me, decryptor.spec, xs[decryptor.me])

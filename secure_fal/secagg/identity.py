@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import InputError, MessageError
+from .node import NodePolicy
 
 PUBLIC_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -136,3 +137,66 @@ class Roster:
             raise MessageError("not in the session's roster", client=signer, round_id=round_id, field=field)
         if not self.valid(signer, message, signature):
             raise MessageError("invalid signature", client=signer, round_id=round_id, field=field)
+
+
+class ActiveParties:
+    """What a protocol object with an active mode keeps (mixin of ``MaskingProtocol`` and ``CKKSProtocol``): the
+    mode, the session's roster, and the signing identities of the clients this object plays (in process: all of
+    them; on a Flower node: its own). Call ``init_identities`` from the constructor."""
+
+    active: bool
+    roster: Roster | None
+
+    def init_identities(self, active: bool, roster: Roster | Mapping[str, str] | None) -> None:
+        """ValueError unless ``active`` is a bool, or for a roster in honest-but-curious mode."""
+        if not isinstance(active, bool):
+            raise ValueError(f"active must be True or False, got {active!r}")
+        if roster is not None and not active:
+            raise ValueError("a roster is for active mode (active=True)")
+        self.active = active
+        self.roster = roster if roster is None or isinstance(roster, Roster) else Roster.from_dict(roster)
+        self._identities: dict[int, Identity] = {}
+
+    def make_identities(self, clients: Iterable[int]) -> None:
+        """In process, active mode without a given roster: a fresh identity per client and their roster (given out
+        of band, as a deployment's PKI would be). Otherwise nothing."""
+        if self.active and self.roster is None:
+            self._identities = {c: Identity() for c in clients}
+            self.roster = Roster.of(self._identities)
+
+    def load_identity(self, cid: int, identity: Identity) -> None:
+        """Give client ``cid`` its signing identity; InputError (field 'roster') unless the roster lists ``cid``
+        with this key."""
+        if self.roster is None or self.roster.to_dict().get(str(cid)) != identity.public_bytes().hex():
+            raise InputError("the roster does not list this client with its signing key", client=cid,
+                             field="roster")
+        self._identities[cid] = identity
+
+    def pin_identity(self, policy: NodePolicy, cid: int, round_id: int) -> None:
+        """A node's identity pins: a node that requires the active mode refuses an honest-but-curious opening
+        (field 'active'); in active mode the roster must be the one the node pinned (``policy.roster_sha256``)
+        and list the node's own key (``policy.signing_key``, then loaded; field 'roster'). InputError naming the
+        client and round."""
+        if policy.active and not self.active:
+            raise InputError("honest-but-curious mode refused: this node requires the active mode", client=cid,
+                             round_id=round_id, field="active")
+        if self.active:
+            if self.roster is None or not policy.signing_key or self.roster.digest() != policy.roster_sha256:
+                raise InputError("active mode needs the roster this node pinned (node config roster-sha256) and its "
+                                 "signing key", client=cid, round_id=round_id, field="roster")
+            self.load_identity(cid, Identity(policy.signing_key))
+
+    def require_roster(self) -> None:
+        """Server side: ValueError in active mode without a roster."""
+        if self.active and self.roster is None:
+            raise ValueError("active mode: no roster on this protocol object (in process: setup; else roster=...)")
+
+    def identity_of(self, cid: int, round_id: int) -> Identity | None:
+        """Client ``cid``'s identity in active mode (None in honest-but-curious mode); InputError (field 'roster')
+        when it holds none."""
+        if not self.active:
+            return None
+        if self.roster is None or cid not in self._identities:
+            raise InputError("active mode: this client holds no signing identity and roster (setup, or a node's "
+                             "pinned key)", client=cid, round_id=round_id, field="roster")
+        return self._identities[cid]

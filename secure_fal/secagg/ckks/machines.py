@@ -1,16 +1,34 @@
 """The machines of a CKKS round (flow in ``protocol.py``, spec protocols/ckks.md): the server adds ciphertexts
-and never decrypts; each client encrypts its input and, as decryptor, decrypts the aggregate once."""
+and never decrypts; each client encrypts its input and, as decryptor, decrypts the aggregate once. Active mode (a
+``Roster``): every input is signed for its round, and the decryptor accepts only a request that carries the
+signed inputs of every listed contributor of this round (protocols/ckks.md §Threat model)."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
 from ..errors import DecryptionError, DropoutError, InputError, MessageError
+from ..identity import SIGNATURE_BYTES, Identity, Roster, statement
 from ..machine import ClientMachine, RoundSpec, ServerMachine
 from ..messages import SERVER
 from .context import CKKSContext
 from .messages import KINDS, PROTOCOL_ID, DecryptRequest, DecryptedSum, EncryptedInput, Request
 from .params import RoundPlan
+
+
+def input_statement(spec: RoundSpec, cid: int, digest: bytes) -> bytes:
+    """What a client signs in active mode: its input's SHA-256 ``digest`` for this session and round."""
+    return statement(b"ckks/input", spec.session, spec.round_id, cid, digest)
+
+
+def chunks_digest(chunks: dict[int, bytes]) -> bytes:
+    """SHA-256 over the chunks in index order, each length-prefixed (32 bytes)."""
+    h = hashlib.sha256()
+    for i in sorted(chunks):
+        h.update(len(chunks[i]).to_bytes(4, "big") + chunks[i])
+    return h.digest()
 
 
 def _load_chunks(context: CKKSContext, plan: RoundPlan, chunks: dict[int, bytes], *, client: int | None,
@@ -38,10 +56,13 @@ class CKKSServer(ServerMachine):
     PROTOCOL = PROTOCOL_ID
     KINDS = KINDS
 
-    def __init__(self, spec: RoundSpec, context: CKKSContext, preferred_decryptor: int | None) -> None:
+    def __init__(self, spec: RoundSpec, context: CKKSContext, preferred_decryptor: int | None,
+                 roster: Roster | None = None) -> None:
         if context.is_private():
             raise ValueError("the CKKS server must not hold the secret key")
         super().__init__(spec)
+        self.roster = roster
+        self.signed: dict[int, bytes] = {}   # active mode: contributor -> digest || signature
         self.context = context
         self.plan = RoundPlan.for_round(context.params, spec)
         self.preferred_decryptor = preferred_decryptor
@@ -73,6 +94,11 @@ class CKKSServer(ServerMachine):
         header, msg = self.accept_from_client(data, (EncryptedInput,), self.received)
         ciphers = _load_chunks(self.context, self.plan, msg.chunks, client=header.sender,
                                round_id=self.spec.round_id)
+        if self.roster is not None:
+            digest = chunks_digest(msg.chunks)
+            self.roster.verify(header.sender, input_statement(self.spec, header.sender, digest), msg.signature,
+                               round_id=self.spec.round_id, field="signature")
+            self.signed[header.sender] = digest + msg.signature
         if self.sums is None:
             self.sums = ciphers
         else:
@@ -88,7 +114,8 @@ class CKKSServer(ServerMachine):
         if self._request is None:
             self.contributors = tuple(sorted(self.received))
             self._request = DecryptRequest(self.contributors, {i: self.context.save_ciphertext(c)
-                                                               for i, c in enumerate(self.sums)})
+                                                               for i, c in enumerate(self.sums)},
+                                           {c: self.signed[c] for c in self.contributors} if self.roster else {})
             self.sums = None
         order = sorted(self.contributors, key=lambda c: (c != self.preferred_decryptor, c))
         remaining = [c for c in order if c not in self.asked]
@@ -129,9 +156,12 @@ class CKKSClient(ClientMachine):
     KINDS = KINDS
 
     def __init__(self, cid: int, spec: RoundSpec, vector: np.ndarray, context: CKKSContext,
-                 min_contributors: int = 2) -> None:
+                 min_contributors: int = 2, identity: Identity | None = None, roster: Roster | None = None) -> None:
         super().__init__(cid, spec, vector)
+        if (identity is None) != (roster is None):
+            raise ValueError("active mode needs both a signing identity and the roster")
         self.min_contributors = min_contributors
+        self.identity, self.roster = identity, roster
         if not context.is_private():
             raise InputError("client context holds no secret key", client=cid, round_id=spec.round_id,
                              field="context")
@@ -143,7 +173,10 @@ class CKKSClient(ClientMachine):
         allowed = {"input": (Request,), "decrypt": (DecryptRequest,)}.get(self.phase, ())
         _, msg = self.accept_from_server(data, allowed)
         if isinstance(msg, Request):
-            out = [self.send(SERVER, EncryptedInput(self._encrypt()))]
+            chunks = self._encrypt()
+            signature = b"" if self.identity is None else self.identity.sign(
+                input_statement(self.spec, self.me, chunks_digest(chunks)))
+            out = [self.send(SERVER, EncryptedInput(chunks, signature))]
             self.phase = "decrypt"
             return out
         out = [self.send(SERVER, DecryptedSum(self._decrypt(msg)))]
@@ -167,6 +200,8 @@ class CKKSClient(ClientMachine):
             raise MessageError(f"refusing to decrypt a sum of {len(contributors)} contributors: this client's policy "
                                f"needs at least {self.min_contributors}", client=self.me, round_id=spec.round_id,
                                field="contributors")
+        if self.roster is not None:
+            self._check_signed_inputs(msg)
         ciphers = _load_chunks(self.context, plan, msg.chunks, client=self.me, round_id=spec.round_id)
         slots = self.context.params.slots
         total = np.concatenate([self.context.decrypt(c) for c in ciphers])[:spec.length] * plan.divisor
@@ -179,6 +214,19 @@ class CKKSClient(ClientMachine):
                                   round_id=spec.round_id, field=f"chunks[{bad[0] // slots}]")
         rounded = np.clip(np.rint(total), -n * enc.max_abs_int, n * enc.max_abs_int).astype(np.int64)
         return enc.pack(enc.to_ring(rounded))
+
+    def _check_signed_inputs(self, msg: DecryptRequest) -> None:
+        """Active mode: every listed contributor signed an input of this very round (MessageError naming it,
+        field 'inputs'); a list of another round, or of clients that sent nothing, is refused."""
+        if sorted(msg.inputs) != list(msg.contributors):
+            raise MessageError("the signed inputs do not match the contributors", client=self.me,
+                               round_id=self.spec.round_id, field="inputs")
+        for c, entry in msg.inputs.items():
+            if len(entry) != 32 + SIGNATURE_BYTES:
+                raise MessageError("signed input of the wrong size", client=c, round_id=self.spec.round_id,
+                                   field="inputs")
+            self.roster.verify(c, input_statement(self.spec, c, entry[:32]), entry[32:], round_id=self.spec.round_id,
+                               field="inputs")
 
     def __getstate__(self) -> dict:
         """Picklable (e.g. kept in a Flower node's state between messages): the context as its bytes."""

@@ -28,6 +28,7 @@ import numpy as np
 from ..api import SecureSumProtocol
 from ..errors import InputError
 from ..machine import ClientMachine, RoundSpec, ServerMachine
+from ..identity import ActiveParties, Roster
 from ..node import NodePolicy
 from .context import CKKSContext
 from .key_messages import CLIENT_PHASES as KEY_PHASES, PHASE_OF_KIND as KEY_PHASE_OF_KIND, KeySetup
@@ -56,7 +57,7 @@ class SetupCost:
     keygen_seconds: float
 
 
-class CKKSProtocol(SecureSumProtocol):
+class CKKSProtocol(ActiveParties, SecureSumProtocol):
     """CKKS homomorphic encryption (TenSEAL's SEAL bindings); the server never holds the secret key.
 
     Args:
@@ -69,6 +70,9 @@ class CKKSProtocol(SecureSumProtocol):
             client).
         min_contributors: fewest contributors a decryptor accepts in a DecryptRequest (default 2; a node's policy
             raises it to its ``min_clients``: ``pin``).
+        active: sign every input for its round (Ed25519 identities, as masking's active mode); the decryptor then
+            decrypts only a request carrying the signed inputs of every listed contributor of the round.
+        roster: active mode: the session's roster (``Roster`` or its ``to_dict()``); None: made by ``setup``.
 
     Keys come from ``setup`` (in-process, all keys on this one object) or are installed on each party's own
     object after the in-band distribution of ``keys.py`` (``key_setup``): ``install_server_keys`` on the
@@ -83,13 +87,15 @@ class CKKSProtocol(SecureSumProtocol):
     SETUP_PHASE_OF_KIND = KEY_PHASE_OF_KIND
 
     def __init__(self, params: CKKSParams | Mapping[str, object] | None = None, *, dealer: int | None = None,
-                 key_authority: bool = False, min_contributors: int = 2) -> None:
+                 key_authority: bool = False, min_contributors: int = 2, active: bool = False,
+                 roster: Roster | Mapping[str, str] | None = None) -> None:
         if dealer is not None and key_authority:
             raise ValueError("choose a dealer client or a key authority, not both")
         if isinstance(params, Mapping):
             params = CKKSParams(**params)
         self.params = params or CKKSParams()
         self.key_authority = key_authority
+        self.init_identities(active, roster)
         if isinstance(min_contributors, bool) or not isinstance(min_contributors, int) or min_contributors < 1:
             raise ValueError(f"min_contributors must be an int >= 1, got {min_contributors!r}")
         self.min_contributors = min_contributors
@@ -103,8 +109,10 @@ class CKKSProtocol(SecureSumProtocol):
     def setup(self, clients: Sequence[int], rng: random.Random) -> None:
         """Generate the session's keys and distribute them (out of band; costs in ``setup_cost``).
 
-        The secret key comes from SEAL's CSPRNG, not from ``rng``.
+        The secret key comes from SEAL's CSPRNG, not from ``rng``. Active mode: also the clients' identities
+        and roster (``make_identities``).
         """
+        self.make_identities(clients)
         clients = sorted(set(clients))
         if not clients:
             raise ValueError("a CKKS session needs at least one client")
@@ -228,21 +236,24 @@ class CKKSProtocol(SecureSumProtocol):
             raise InputError(f"holds no key of this CKKS session: a round may only include the key holders "
                              f"{list(self.key_holders)}", client=outsiders[0], round_id=spec.round_id,
                              field="clients")
-        return CKKSServer(spec, self._server_context, self.dealer)
+        self.require_roster()
+        return CKKSServer(spec, self._server_context, self.dealer, self.roster)
 
     def client(self, cid: int, spec: RoundSpec, vector: np.ndarray) -> ClientMachine:
         """Client ``cid``'s machine of round ``spec``; claims the round in its registry (ReplayError, field
         'round', for a (session, round) it already answered: a decryptor decrypts once per round)."""
         if cid not in self._client_contexts:
             raise InputError("holds no key of this CKKS session", client=cid, round_id=spec.round_id, field="cid")
-        machine = CKKSClient(cid, spec, vector, self._client_contexts[cid], self.min_contributors)
+        machine = CKKSClient(cid, spec, vector, self._client_contexts[cid], self.min_contributors,
+                             self.identity_of(cid, spec.round_id), self.roster)
         self.claim_round(cid, spec)
         return machine
 
     def pin(self, policy: NodePolicy, cid: int, round_id: int) -> None:
         """A node's pins: the ring degree N >= ``policy.min_ring_degree`` (InputError, field
         'poly_modulus_degree'), and a decryptor needs ``policy.min_clients`` contributors (or this object's
-        ``min_contributors``, the larger)."""
+        ``min_contributors``, the larger), and the identity pins of ``ActiveParties.pin_identity``."""
+        self.pin_identity(policy, cid, round_id)
         if self.params.poly_modulus_degree < policy.min_ring_degree:
             raise InputError(f"CKKS ring degree {self.params.poly_modulus_degree} refused; this node needs at least "
                              f"{policy.min_ring_degree}", client=cid, round_id=round_id, field="poly_modulus_degree")

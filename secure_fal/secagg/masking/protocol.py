@@ -29,7 +29,7 @@ import numpy as np
 
 from ..api import SecureSumProtocol
 from ..errors import InputError
-from ..identity import Identity, Roster
+from ..identity import ActiveParties, Roster
 from ..machine import ClientMachine, RoundSpec, ServerMachine
 from ..node import NodePolicy
 from .client import MaskingClient
@@ -46,7 +46,7 @@ from .setup_messages import CLIENT_PHASES as SETUP_CLIENT_PHASES, PHASE_OF_KIND 
 __all__ = ["MaskingProtocol", "MaskingServer", "MaskingClient", "SessionServer", "SessionClient"]
 
 
-class MaskingProtocol(SecureSumProtocol):
+class MaskingProtocol(ActiveParties, SecureSumProtocol):
     """Pairwise masking with Shamir-shared dropout recovery (SecAgg / SecAgg+).
 
     Args:
@@ -99,15 +99,9 @@ class MaskingProtocol(SecureSumProtocol):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0 <= value < 0.5):
                 raise ValueError(f"{name} must be a fraction in [0, 0.5), got {value!r}")
-        if not isinstance(active, bool):
-            raise ValueError(f"active must be True or False, got {active!r}")
-        if roster is not None and not active:
-            raise ValueError("a roster is for active mode (active=True)")
+        self.init_identities(active, roster)
         self.corruption = corruption
         self.dropout = dropout
-        self.active = active
-        self.roster: Roster | None = roster if roster is None or isinstance(roster, Roster) else Roster.from_dict(roster)
-        self._identities: dict[int, Identity] = {}
         self._pinned_corruption: float | None = None
         if rounds_per_setup is not None and (isinstance(rounds_per_setup, bool) or not isinstance(rounds_per_setup, int)
                                              or rounds_per_setup < 1):
@@ -146,49 +140,13 @@ class MaskingProtocol(SecureSumProtocol):
 
     def pin(self, policy: NodePolicy, cid: int, round_id: int) -> None:
         """A node's pins: every graph and threshold this object builds must be private at ``policy.corruption``
-        (checked when the machines are built), a node that requires the active mode refuses an
-        honest-but-curious opening (InputError, field 'active'), and in active mode the roster must be the one
-        the node pinned (``policy.roster_sha256``; field 'roster'): the node then signs with
-        ``policy.signing_key``."""
-        if policy.active and not self.active:
-            raise InputError("honest-but-curious masking refused: this node requires the active mode", client=cid,
-                             round_id=round_id, field="active")
+        (checked when the machines are built), and the identity pins of ``ActiveParties.pin_identity``."""
         self._pinned_corruption = policy.corruption
-        if self.active:
-            if self.roster is None or not policy.signing_key or self.roster.digest() != policy.roster_sha256:
-                raise InputError("active masking needs the roster this node pinned (node config roster-sha256) and "
-                                 "its signing key", client=cid, round_id=round_id, field="roster")
-            self.load_identity(cid, Identity(policy.signing_key), self.roster)
-
-    # -- identities (active mode) ---------------------------------------------------------------------------
+        self.pin_identity(policy, cid, round_id)
 
     def setup(self, clients: Sequence[int], rng: random.Random) -> None:
-        """In process, active mode: a fresh Ed25519 identity per client and the session's roster (given out of
-        band, as a deployment's PKI would be). Honest-but-curious mode: nothing."""
-        if self.active and self.roster is None:
-            self._identities = {c: Identity() for c in clients}
-            self.roster = Roster.of(self._identities)
-
-    def load_identity(self, cid: int, identity: Identity, roster: Roster) -> None:
-        """Give client ``cid`` its signing identity and the session's roster (a Flower node: its own, from its
-        node and run configs); InputError (field 'roster') when the roster does not list ``cid`` with this key."""
-        if cid not in roster or Roster.of({cid: identity}).to_dict()[str(cid)] != roster.to_dict()[str(cid)]:
-            raise InputError("the roster does not list this client with its signing key", client=cid,
-                             field="roster")
-        self.roster = roster
-        self._identities[cid] = identity
-
-    def load_roster(self, roster: Roster) -> None:
-        """Server side, active mode: the session's roster (over Flower: from the run config)."""
-        self.roster = roster
-
-    def _identity(self, cid: int, round_id: int) -> Identity | None:
-        if not self.active:
-            return None
-        if self.roster is None or cid not in self._identities:
-            raise InputError("active masking: this client holds no signing identity and roster (setup or "
-                             "load_identity)", client=cid, round_id=round_id, field="roster")
-        return self._identities[cid]
+        """In process, active mode: identities and roster for the session's clients (``make_identities``)."""
+        self.make_identities(clients)
 
     # -- session mode: setup ------------------------------------------------------------------------------
 
@@ -222,13 +180,12 @@ class MaskingProtocol(SecureSumProtocol):
 
     def setup_server(self, session: int, members: Sequence[int], first_round: int = 1) -> SetupServer:
         """The server's setup machine; once ``done``, pass it to ``install_setup``."""
-        if self.active and self.roster is None:
-            raise ValueError("active masking: no roster on this object (setup, or load_roster)")
+        self.require_roster()
         return SetupServer(self.setup_spec(session, members, first_round), self.roster)
 
     def setup_client(self, cid: int, session: int, members: Sequence[int], first_round: int = 1) -> SetupClient:
         """Member ``cid``'s setup machine; once ``done``, its ``keys()`` go to ``load_client_keys``."""
-        return SetupClient(cid, self.setup_spec(session, members, first_round), self._identity(cid, first_round),
+        return SetupClient(cid, self.setup_spec(session, members, first_round), self.identity_of(cid, first_round),
                            self.roster)
 
     def install_setup(self, server: SetupServer) -> None:
@@ -259,8 +216,7 @@ class MaskingProtocol(SecureSumProtocol):
     # -- rounds ---------------------------------------------------------------------------------------------
 
     def server(self, spec: RoundSpec) -> ServerMachine:
-        if self.active and self.roster is None:
-            raise ValueError("active masking: no roster on this object (setup, or load_roster)")
+        self.require_roster()
         if not self.has_session_keys:
             return MaskingServer(spec, self.graph(spec), self.roster)
         if self._server_keys is None:
@@ -276,7 +232,7 @@ class MaskingProtocol(SecureSumProtocol):
                 graph = self.graph(spec)
             except InputError as exc:
                 raise InputError(exc.what, client=cid, round_id=exc.round_id, field=exc.field) from None
-            machine = MaskingClient(cid, spec, vector, graph, self._identity(cid, spec.round_id), self.roster)
+            machine = MaskingClient(cid, spec, vector, graph, self.identity_of(cid, spec.round_id), self.roster)
         elif cid not in self._client_keys:
             raise InputError("holds no masking session keys (not a key holder of this setup)", client=cid,
                              round_id=spec.round_id, field="keys")
@@ -286,6 +242,6 @@ class MaskingProtocol(SecureSumProtocol):
             if self.active:
                 neighbours, threshold = self._settings(len(keys.members))
                 graph = session_neighbourhoods(keys.session, keys.members, neighbours, threshold, keys.first_round)
-            machine = SessionClient(cid, spec, vector, keys, graph, self._identity(cid, spec.round_id), self.roster)
+            machine = SessionClient(cid, spec, vector, keys, graph, self.identity_of(cid, spec.round_id), self.roster)
         self.claim_round(cid, spec)
         return machine

@@ -83,3 +83,17 @@ def test_a_node_refuses_an_active_opening_it_cannot_trust(options, changes, fiel
         client_step(batch, state, 2, synthetic_inputs, policy(2, **changes))
     assert (err.value.client, err.value.round_id, err.value.field) == (2, 1, field)
     assert not state.config_records
+
+
+def test_roster_and_identity_round_trip_and_survive_pickle():
+    import pickle
+
+    again = Roster.from_dict(ROSTER.to_dict())
+    assert again.digest() == ROSTER.digest() and again.clients == CLIENTS
+    ident = pickle.loads(pickle.dumps(IDENTITIES[1]))
+    sig = ident.sign(b"statement")
+    assert pickle.loads(pickle.dumps(ROSTER)).valid(1, b"statement", sig)
+    assert not ROSTER.valid(2, b"statement", sig) and not ROSTER.valid(1, b"other", sig)
+    with pytest.raises(MessageError, match="not in the session's roster") as err:
+        ROSTER.verify(9, b"statement", sig, round_id=3, field="keys")
+    assert (err.value.client, err.value.round_id, err.value.field) == (9, 3, "keys")

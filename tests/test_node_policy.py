@@ -116,3 +116,23 @@ def test_in_process_clients_claim_their_rounds():
         proto.client(0, spec, np.zeros(4))
     assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, "round")
     proto.client(1, spec, np.zeros(4))     # registries are per client
+
+
+def test_a_node_reads_its_pins_from_its_node_config_and_refuses_bad_values():
+    from types import SimpleNamespace
+
+    from secure_fal.flower.carrier.node_config import policy_of
+    from secure_fal.secagg.identity import Identity
+
+    key = Identity().to_bytes()
+    config = {"protocols": "masking,ckks", "min-clients": 3, "corruption": 0.2, "active": True,
+              "min-ring-degree": 8192, "round-registry": "/tmp/r.json", "roster-sha256": "ab", "signing-key": key.hex()}
+    got = policy_of(SimpleNamespace(node_config=config))
+    assert got == NodePolicy(frozenset({"masking", "ckks"}), 3, 0.2, True, 8192, "/tmp/r.json", "ab", key)
+    assert policy_of(SimpleNamespace(node_config={})) == NodePolicy(frozenset({"masking"}))
+    for bad, field in (({"corruption": 0.5}, "corruption"), ({"active": "yes"}, "active"),
+                       ({"signing-key": "zz" * 32}, "signing-key"), ({"signing-key": "ab"}, "signing-key"),
+                       ({"min-ring-degree": 0}, "min-ring-degree"), ({"min-clients": 0}, "min-clients")):
+        with pytest.raises(InputError) as err:
+            policy_of(SimpleNamespace(node_config=bad))
+        assert err.value.field == field

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from secure_fal.secagg import (Aggregator, DecryptionError, DropoutError, Faults, InputError, MessageError,
-                               OutOfOrderError, secure_sum)
+                               OutOfOrderError, ReplayError, secure_sum)
 from secure_fal.secagg.ckks.messages import KINDS, PROTOCOL_ID, DecryptedSum, DecryptRequest, EncryptedInput, Request
-from secure_fal.secagg.ckks.protocol import CKKSProtocol, CKKSServer
+from secure_fal.secagg.ckks.machines import CKKSServer
+from secure_fal.secagg.ckks.protocol import CKKSProtocol
 from secure_fal.secagg.ckks.context import CKKSContext
 from secure_fal.secagg.ckks.params import CKKSParams, RoundPlan
 from secure_fal.secagg.encoding import FixedPoint
@@ -166,7 +167,7 @@ def test_bytes_per_value_within_four_point_one_float32():
     length = 4 * SLOTS
     res = secure_sum("ckks", inputs(3, length, seed=4), bound=1.0)
     up = res.report.bytes_up[2]                 # client 2 only sends its input (client 0 decrypts)
-    assert up == HEADER_BYTES + 4 + 4 * (12 + 32_972)
+    assert up == HEADER_BYTES + 4 + 4 * (12 + 32_972) + 4      # + the empty signature of honest-but-curious mode
     assert up / length < 4.1 * 4                # <= 8 x float32 asked; 4.02 x measured
 
 
@@ -249,7 +250,7 @@ def rewrite_input(cid, change):
     def hook(header, data):
         if header.sender == cid and header.kind == EncryptedInput.KIND:
             h, msg = decode(data, KINDS, PROTOCOL_ID)
-            return [encode(h, EncryptedInput(change(dict(msg.chunks))))]
+            return [encode(h, EncryptedInput(change(dict(msg.chunks)), b""))]
         return [data]
     return hook
 
@@ -290,7 +291,7 @@ def test_rejected_input_leaves_the_running_sum_unchanged():
     good = clients[2].receive(requests[2])[0]
     h, msg = decode(good, KINDS, PROTOCOL_ID)
     with pytest.raises(MessageError):
-        server.receive(encode(h, EncryptedInput({0: msg.chunks[0], 1: b"junk" * 10})))
+        server.receive(encode(h, EncryptedInput({0: msg.chunks[0], 1: b"junk" * 10}, b"")))
     server.receive(good)                        # the same client may still send a good one
     server.receive(clients[1].receive(requests[1])[0])
     (to_decryptor,) = server.receive(clients[0].receive(requests[0])[0])
@@ -309,13 +310,18 @@ def test_decryptor_checks_the_request():
     (to_decryptor,) = server.receive(clients[0].receive(requests[0])[0])
     h, request = decode(to_decryptor, KINDS, PROTOCOL_ID)
     with pytest.raises(MessageError, match="SEAL") as err:
-        clients[0].receive(encode(h, DecryptRequest(request.contributors, {0: b"\x00" * 100})))
-    assert (err.value.client, err.value.round_id, err.value.field) == (None, 1, "chunks[0]")
+        clients[0].receive(encode(h, DecryptRequest(request.contributors, {0: b"\x00" * 100}, {})))
+    assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, "chunks[0]")
     with pytest.raises(MessageError, match="not a set") as err:
-        clients[0].receive(encode(h, DecryptRequest((0, 7), request.chunks)))
+        clients[0].receive(encode(h, DecryptRequest((0, 7), request.chunks, {})))
     assert err.value.field == "contributors"
+    with pytest.raises(MessageError, match="needs at least 2") as err:   # a sum of one is that input
+        clients[0].receive(encode(h, DecryptRequest((1,), request.chunks, {})))
+    assert (err.value.client, err.value.field) == (0, "contributors")
+    with pytest.raises(ReplayError):            # a second machine of the same round: refused by the registry
+        proto.client(1, spec, xs[1])
     with pytest.raises(OutOfOrderError):        # a decryption request before the client has sent its input
-        machines(proto, xs, spec)[1][0].receive(encode(h, request))
+        machines(session([0, 1, 2]), xs, spec)[1][0].receive(encode(h, request))
     clients[0].receive(to_decryptor)            # the checks above left the client able to answer
     with pytest.raises(OutOfOrderError):        # and only once
         clients[0].receive(to_decryptor)

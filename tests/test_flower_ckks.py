@@ -28,7 +28,7 @@ from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 SEED, LENGTH, BOUND = 7, 3000, 1.0       # 3000 values: two ciphertexts per input
 CLIENTS = (0, 1, 2, 3)
 CKKS_NODE = NodePolicy(frozenset({"ckks"}))
-SESSION = random.Random(SEED).getrandbits(64)  # as Aggregator(seed=SEED)
+SESSION = random.Random(SEED).getrandbits(64)  # a fixed session id
 
 
 def run_setup_over_records(states, options=None, members=CLIENTS, silent_from=None, session=SESSION):
@@ -211,8 +211,12 @@ def test_round_options_that_do_not_fit_the_stored_keys_are_refused():
     other = {"params": {"poly_modulus_degree": 2048, "coeff_mod_bit_sizes": [54]}}
     batch = ServerRound(setup.protocol, other, RoundSpec(SESSION, 1, CLIENTS, 5, FixedPoint(1.0, 24, 4)),
                         {"seed": SEED}).next_batches()[1]
-    with pytest.raises(MessageError, match="parameters") as err:
+    with pytest.raises(MessageError, match="ring degree 2048") as err:   # below the node's pinned ring size
         client_step(batch, states[1], 1, synthetic_inputs, CKKS_NODE)
+    assert (err.value.client, err.value.round_id, err.value.field) == (1, 1, "poly_modulus_degree")
+    small_rings = NodePolicy(frozenset({"ckks"}), min_ring_degree=2048)
+    with pytest.raises(MessageError, match="parameters") as err:
+        client_step(batch, states[1], 1, synthetic_inputs, small_rings)
     assert (err.value.client, err.value.round_id, err.value.field) == (1, 1, KEYS_RECORD)
 
 

@@ -42,13 +42,12 @@ MASKING_ONLY = NodePolicy(frozenset({"masking"}))
 
 
 def run_over_records(protocol_name: str, options: dict, clients: tuple[int, ...], rounds: int,
-                     silent_from: dict[int, dict[int, int]], tamper=None) -> list:
-    """Rounds 1..rounds through ServerRound/client_step; silent_from[round][cid] = first exchange the
-    node does not answer. ``tamper(exchange, answers)`` may rewrite the answers before they are taken."""
+                     silent_from: dict[int, dict[int, int]], tamper=None, session: int = 0x5EED) -> list:
+    """Rounds 1..rounds of ``session`` through ServerRound/client_step; silent_from[round][cid] = first exchange
+    the node does not answer. ``tamper(exchange, answers)`` may rewrite the answers before they are taken."""
     protocol = make_protocol(protocol_name, **options)
-    session = random.Random(SEED).getrandbits(64)  # as Aggregator(seed=SEED)
     states = {c: RecordDict() for c in clients}
-    policy = NodePolicy(frozenset({protocol_name}))
+    policy = NodePolicy(frozenset({protocol_name}), corruption=0.0)   # toy graphs: private only without collusion
     outcomes = []
     for round_id in range(1, rounds + 1):
         spec = RoundSpec(session, round_id, clients, LENGTH, FixedPoint(BOUND, 24, len(clients)))
@@ -67,12 +66,13 @@ def run_over_records(protocol_name: str, options: dict, clients: tuple[int, ...]
 
 
 def run_in_process(protocol_name: str, options: dict, clients: tuple[int, ...], rounds: int,
-                   silent_from: dict[int, dict[int, int]]) -> list:
+                   silent_from: dict[int, dict[int, int]]) -> tuple[list, int]:
+    """The same rounds through an in-process ``Aggregator``: (results, its session id)."""
     agg = Aggregator(protocol_name, clients, seed=SEED, **options)
     phases = agg.protocol.CLIENT_PHASES
     return [agg.sum({c: synthetic_input(SEED, c, r, LENGTH, BOUND) for c in clients}, bound=BOUND,
                     faults=Faults(drop={c: phases[i] for c, i in silent_from.get(r, {}).items()}))
-            for r in range(1, rounds + 1)]
+            for r in range(1, rounds + 1)], agg.session
 
 
 @pytest.mark.parametrize("name, options, silent_from", [
@@ -83,8 +83,8 @@ def run_in_process(protocol_name: str, options: dict, clients: tuple[int, ...], 
 def test_rounds_over_flower_records_equal_in_process_run(name, options, silent_from):
     protocol_or_skip(name)
     clients = (0, 1, 2, 3) if "neighbours" in options else (0, 1, 2)
-    over = run_over_records(name, options, clients, 2, silent_from)
-    ref = run_in_process(name, options, clients, 2, silent_from)
+    ref, session = run_in_process(name, options, clients, 2, silent_from)
+    over = run_over_records(name, options, clients, 2, silent_from, session=session)   # the same graphs
     for got, want in zip(over, ref, strict=True):
         assert got.contributors == want.contributors
         assert np.array_equal(got.total, want.total)  # bit for bit
@@ -136,7 +136,7 @@ def test_answer_signed_by_another_client_is_rejected_and_counts_as_dropout():
     assert got.contributors == (1, 2)
     assert got.wire.unanswered == [(0,)]
     assert any("client 0" in line and "sender 1" in line for line in got.wire.rejected)
-    assert np.array_equal(got.total, run_in_process("plaintext", {}, (0, 1, 2), 1, {1: {0: 0}})[0].total)
+    assert np.array_equal(got.total, run_in_process("plaintext", {}, (0, 1, 2), 1, {1: {0: 0}})[0][0].total)
 
 
 def test_error_answer_counts_as_dropout():

@@ -14,8 +14,8 @@ def inputs(n, length, bound, seed=0):
 
 @pytest.mark.parametrize("drop", [{}, {5: "masked_input"}])
 def test_bytes_on_the_wire_match_the_message_sizes_in_the_spec(drop):
-    # masking.md §Messages: header 30; Advertise 72; PeerKeys 4 + 76 d; Shares / RelayedShares 4 + 94 d;
-    # MaskedInput 4 + L k/8; UnmaskRequest 8 + 8 (s + r); Unmask 8 + 45 (s + r)
+    # masking.md §Messages: header 30; Advertise 76; PeerKeys 4 + 76 d; Shares 4 + 94 d + 36; RelayedShares
+    # 4 + 94 d; MaskedInput 4 + L k/8; UnmaskRequest 12 + 8 (s + r); Unmask 8 + 45 (s + r)
     n, length = 6, 1000
     res = Aggregator(MaskingProtocol(), range(n)).sum(inputs(n, length, 1.0), bound=1.0, faults=Faults(drop=drop))
     k_bytes = 4   # FixedPoint(1.0, 24, 6): 28 bits -> k = 32
@@ -25,8 +25,8 @@ def test_bytes_on_the_wire_match_the_message_sizes_in_the_spec(drop):
             continue
         dropped = len(drop)            # each survivor is asked for the s_sk shares of every dropped neighbour
         survivors = n - dropped        # ... and the b-shares of every survivor, itself included
-        up = 30 + 72 + 30 + 4 + 94 * d + 30 + 4 + length * k_bytes + 30 + 8 + 45 * (survivors + dropped)
-        down = 30 + 30 + 4 + 76 * d + 30 + 4 + 94 * d + 30 + 8 + 8 * (survivors + dropped)  # 5 did share
+        up = 30 + 76 + 30 + 4 + 94 * d + 36 + 30 + 4 + length * k_bytes + 30 + 8 + 45 * (survivors + dropped)
+        down = 30 + 30 + 4 + 76 * d + 30 + 4 + 94 * d + 30 + 12 + 8 * (survivors + dropped)  # 5 did share
         assert res.report.bytes_up[c] == up
         assert res.report.bytes_down[c] == down
 

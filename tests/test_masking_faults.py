@@ -174,7 +174,7 @@ def test_messages_from_strangers_and_from_clients_that_missed_a_phase():
 def test_messages_of_a_later_phase_are_out_of_order_at_the_server(early):
     r = Round()
     r.until(Advertise, sender=0)
-    forged = r.clients[0].send(SERVER, early({}) if early is Shares else
+    forged = r.clients[0].send(SERVER, early({}, b"") if early is Shares else
                                early(b"") if early is MaskedInput else early({}, {}))
     with pytest.raises(OutOfOrderError, match="not accepted in phase 'advertise'"):
         r.server.receive(forged)
@@ -184,7 +184,7 @@ def test_messages_of_a_later_phase_are_out_of_order_at_the_server(early):
 def test_messages_of_a_later_phase_are_out_of_order_at_a_client(early):
     r = Round()
     data = r.until(AdvertiseRequest, recipient=0)
-    forged = r.server.send(0, early({}) if early is not UnmaskRequest else early((0,), ()))
+    forged = r.server.send(0, early({}) if early is not UnmaskRequest else early((0,), (), {}))
     with pytest.raises(OutOfOrderError, match="not accepted in phase 'advertise'"):
         r.clients[0].receive(forged)
     with pytest.raises(MessageError, match="from the server only"):
@@ -210,8 +210,6 @@ def _drop_one(d):
 
 
 SERVER_CONTENT_FAULTS = [
-    (Advertise, lambda m: {"c_pk": m.c_pk[:31]}, MessageError, "c_pk"),
-    (Advertise, lambda m: {"s_pk": m.s_pk + b"\0"}, MessageError, "s_pk"),
     (Shares, lambda m: {"ciphertexts": _drop_one(m.ciphertexts)}, MessageError, "ciphertexts"),
     (Shares, lambda m: {"ciphertexts": {**m.ciphertexts, 2: bytes(82)}}, MessageError, "ciphertexts"),
     (Shares, lambda m: {"ciphertexts": {v: c[:-1] for v, c in m.ciphertexts.items()}}, MessageError,
@@ -237,6 +235,25 @@ def test_server_rejects_bad_content_and_keeps_its_state(kind, change, error, fie
     r.finish()
 
 
+@pytest.mark.parametrize("change,field", [
+    (lambda m: {"c_pk": m.c_pk[:31]}, "c_pk"), (lambda m: {"s_pk": m.s_pk + b"\0"}, "s_pk"),
+    (lambda m: {"c_pk": bytes(32)}, "c_pk"), (lambda m: {"s_pk": (1).to_bytes(32, "little")}, "s_pk"),
+    (lambda m: {"s_pk": (2**255 - 19 + 9).to_bytes(32, "little")}, "s_pk"),   # non-canonical 9
+])
+def test_a_refused_advertised_key_excludes_its_client_not_the_round(change, field):
+    # masking.md §Errors: short, low-order or non-canonical keys are refused at Advertise; the round goes on
+    r = Round()
+    data = r.until(Advertise, sender=2)
+    r.server.receive(repayload(data, **change(payload(data))))
+    refused = r.server.excluded[2]
+    assert (refused.client, refused.round_id, refused.field) == (2, 1, field)
+    with pytest.raises(ReplayError):
+        r.server.receive(data)
+    r.silenced.add(2)
+    r.finish()
+    assert 2 not in r.server.contributors and len(r.server.contributors) == 4
+
+
 def _deliver_all_but_last_unmask(r, last):
     while True:
         data = r.until(Unmask)
@@ -245,18 +262,16 @@ def _deliver_all_but_last_unmask(r, last):
         r.deliver(data)
 
 
-def test_altered_revealed_share_is_detected_at_reconstruction_and_nothing_is_kept():
-    # masking.md §Errors: with t + 1 shares of b_u one altered share is detected; no result is released
+def test_an_altered_revealed_share_is_outvoted_and_its_holder_named():
+    # masking.md §Verifiable reconstruction: with t + 1 shares of b_u a consistent t-subset whose secret matches
+    # the commitment is found; the sum is exact and the holder whose share is off is named
     r = Round()   # n = 5, t = 4: five holders of every self-mask seed
     last = _deliver_all_but_last_unmask(r, last=4)
     msg = payload(last)
     bad = dict(msg.b_shares)
     bad[0] = ((int.from_bytes(bad[0], "big") + 1) % P).to_bytes(33, "big")
-    with pytest.raises(MessageError, match="cannot reconstruct the self-mask seed") as err:
-        r.server.receive(repayload(last, b_shares=bad))
-    assert err.value.client == 0 and err.value.field == "b_shares"
-    assert r.server.result is None and 4 not in r.server.revealed
-    r.deliver(last)
+    r.server.receive(repayload(last, b_shares=bad))
+    assert r.server.faulty == {4: (0,)}
     r.finish()
 
 
@@ -268,7 +283,7 @@ def test_altered_key_share_is_detected_against_the_advertised_public_key():
     msg = payload(last)
     assert set(msg.s_shares) == {2}
     bad = {2: ((int.from_bytes(msg.s_shares[2], "big") + 1) % P).to_bytes(33, "big")}
-    with pytest.raises(MessageError, match="does not match the advertised s_pk") as err:
+    with pytest.raises(MessageError, match="cannot reconstruct a verified mask key") as err:
         r.server.receive(repayload(last, s_shares=bad))
     assert err.value.client == 2 and err.value.field == "s_shares"
     r.deliver(last)
@@ -377,7 +392,7 @@ def test_honest_client_refuses_requests_that_could_reveal_its_input(survivors, d
     r = Round()
     data = r.until(UnmaskRequest, recipient=0)
     with pytest.raises(error, match=match):
-        r.clients[0].receive(r.server.send(0, UnmaskRequest(survivors, dropped)))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest(survivors, dropped, {})))
     assert r.clients[0].phase == "unmask"
     r.deliver(data)
     r.finish()
@@ -389,7 +404,7 @@ def test_client_answers_one_unmask_request_only():
     data = r.until(UnmaskRequest, recipient=0)
     r.deliver(data)
     with pytest.raises(OutOfOrderError):
-        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 2, 3, 4), (1,))))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 2, 3, 4), (1,), {})))
 
 
 def test_secagg_plus_client_refuses_to_reveal_shares_of_non_neighbours():
@@ -399,7 +414,7 @@ def test_secagg_plus_client_refuses_to_reveal_shares_of_non_neighbours():
     data = r.until(UnmaskRequest, recipient=0)
     asked = payload(data)
     with pytest.raises(MessageError, match=f"holds no shares of client {stranger}"):
-        r.clients[0].receive(r.server.send(0, UnmaskRequest(asked.survivors + (stranger,), ())))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest(asked.survivors + (stranger,), (), {})))
     r.deliver(data)
     r.finish()
 

@@ -14,6 +14,7 @@ from secure_fal.secagg.errors import (DecryptionError, DropoutError, InputError,
                                       ReplayError)
 from secure_fal.secagg.machine import RoundSpec
 from secure_fal.secagg.masking.protocol import MaskingProtocol
+from secure_fal.secagg.masking.graph import session_neighbourhoods
 from secure_fal.secagg.masking.messages import InputRequest, UnmaskRequest
 from secure_fal.secagg.masking.setup_messages import KINDS as SETUP_KINDS
 from secure_fal.secagg.masking.setup_messages import PROTOCOL_ID as SETUP_ID
@@ -118,11 +119,20 @@ def test_a_client_dropped_in_round_r_contributes_again_in_round_r_plus_1(phase):
     assert results[2].contributors == tuple(range(6)) and len(agg.setup_reports) == 1
 
 
+def _far_from(graph, u):
+    """A client no closer than 3 hops to ``u``: no neighbourhood holds both (the session id, hence the graph, is
+    fresh randomness in every run)."""
+    near = set(graph.closed(u)).union(*(graph.closed(v) for v in graph.of(u)))
+    return min(set(graph.adjacency) - near)
+
+
 def test_dropouts_in_both_round_phases_complete_and_sparse():
     for neighbours in (None, 4):
         agg = Aggregator(MaskingProtocol(neighbours=neighbours, rounds_per_setup=3), range(12), seed=10)
-        res = run_session(agg, 3, drops={1: {0: "masked_input", 5: "unmask"}, 3: {7: "masked_input"}})
-        assert 0 not in res[0].contributors and 5 in res[0].contributors and 0 in res[1].contributors
+        late = 5 if neighbours is None else _far_from(
+            session_neighbourhoods(agg.session, tuple(range(12)), neighbours, None, 1), 0)
+        res = run_session(agg, 3, drops={1: {0: "masked_input", late: "unmask"}, 3: {7: "masked_input"}})
+        assert 0 not in res[0].contributors and late in res[0].contributors and 0 in res[1].contributors
 
 
 def test_too_many_dropouts_in_a_round_release_no_result_and_the_next_round_works():
@@ -207,7 +217,7 @@ def test_honest_client_checks_in_unmask(survivors, dropped, error, match):
     r = Round(keyed(), 1)
     data = r.until(UnmaskRequest, 0)
     with pytest.raises(error, match=match):
-        r.clients[0].receive(r.server.send(0, UnmaskRequest(survivors, dropped)))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest(survivors, dropped, {})))
     assert r.clients[0].phase == "unmask"
     r.queue.appendleft(data)
     r.finish()
@@ -218,7 +228,7 @@ def test_client_refuses_shares_of_a_member_that_is_not_in_this_round():
     r = Round(keyed(), 1, clients=(0, 1, 2, 3))
     r.until(UnmaskRequest, 0)
     with pytest.raises(MessageError, match="holds no shares of client 4") as err:
-        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3), (4,))))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3), (4,), {})))
     assert (err.value.client, err.value.round_id, err.value.field) == (4, 1, "dropped")
 
 
@@ -242,7 +252,7 @@ def test_a_second_masked_input_request_is_refused():
         assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, "round")
         r.clients[0].phase = "done"
     with pytest.raises(OutOfOrderError):   # an unmask request once done
-        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3, 4), ())))
+        r.clients[0].receive(r.server.send(0, UnmaskRequest((0, 1, 2, 3, 4), (), {})))
 
 
 @pytest.mark.parametrize("round_id", [0, 4, 5])
@@ -370,14 +380,25 @@ def test_client_refuses_a_setup_request_that_does_not_match_its_setup(change, fi
     assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, field)
 
 
-@pytest.mark.parametrize("change,field", [(dict(c_pk=b"\1" * 31), "c_pk"), (dict(s_pks=b"\1" * 32), "s_pks")])
-def test_server_refuses_malformed_advertised_keys(change, field):
+def test_server_refuses_misshapen_advertised_keys():
     _, server, machines, queue = setup_parties()
     data = pump(server, machines, queue, lambda h: h.kind == SetupAdvertise.KIND and h.sender == 3)
     with pytest.raises(MessageError) as err:
-        server.receive(redo(data, **change))
-    assert (err.value.client, err.value.round_id, err.value.field) == (3, 1, field)
+        server.receive(redo(data, s_pks=b"\1" * 32))
+    assert (err.value.client, err.value.round_id, err.value.field) == (3, 1, "s_pks")
     server.receive(data)
+    with pytest.raises(ReplayError):
+        server.receive(data)
+
+
+@pytest.mark.parametrize("change,field", [(dict(c_pk=b"\1" * 31), "c_pk"), (dict(c_pk=bytes(32)), "c_pk"),
+                                          (dict(s_pks=bytes(32) * 2), "s_pks[0]")])
+def test_a_refused_advertised_key_excludes_its_member_not_the_setup(change, field):
+    _, server, machines, queue = setup_parties()
+    data = pump(server, machines, queue, lambda h: h.kind == SetupAdvertise.KIND and h.sender == 3)
+    server.receive(redo(data, **change))
+    refused = server.excluded[3]
+    assert (refused.client, refused.round_id, refused.field) == (3, 1, field)
     with pytest.raises(ReplayError):
         server.receive(data)
 
@@ -432,8 +453,9 @@ def test_session_rounds_cost_fewer_bytes_and_the_sizes_match_the_spec():
     k_bytes, d = 4, n - 1
     for c in range(n):
         assert session.bytes_up[c] == 30 + 4 + length * k_bytes + 30 + 8 + 45 * n
-        assert session.bytes_down[c] == 30 + 30 + 8 + 8 * n
-        assert setup.bytes_up[c] == 30 + 8 + 32 * (rounds + 1) + 30 + 4 + (28 + 66 * rounds) * d + 30
+        assert session.bytes_down[c] == 30 + 30 + 12 + 8 * n
+        assert setup.bytes_up[c] == (30 + 12 + 32 * (rounds + 1) + 30 + 4 + (28 + 66 * rounds) * d + 4 + 32 * rounds
+                                     + 30)
         assert setup.bytes_down[c] == (30 + 12 + 8 * n + 30 + 4 + (44 + 32 * rounds) * d
                                        + 30 + 4 + (28 + 66 * rounds) * d)
     assert session.total_bytes < per_round.total_bytes
@@ -485,7 +507,7 @@ def test_setup_messages_from_members_that_missed_a_phase_are_out_of_order():
     _, server, machines, queue = setup_parties()
     pump(server, machines, queue, lambda h: h.kind == SetupAdvertise.KIND and h.sender == 4)   # 4's keys are lost
     pump(server, machines, queue, lambda h: h.kind == SetupShares.KIND and h.sender == 0)      # advertise timed out
-    late = encode(Header(SETUP_ID, SetupShares.KIND, SESSION, 1, 4, SERVER), SetupShares({}))
+    late = encode(Header(SETUP_ID, SetupShares.KIND, SESSION, 1, 4, SERVER), SetupShares({}, b""))
     with pytest.raises(OutOfOrderError, match="did not complete phase 'advertise'") as err:
         server.receive(late)
     assert (err.value.client, err.value.round_id) == (4, 1)

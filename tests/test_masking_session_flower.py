@@ -26,7 +26,7 @@ SEED, LENGTH, BOUND = 7, 50, 1.0
 CLIENTS = (0, 1, 2, 3, 4)
 OPTIONS = {"rounds_per_setup": 3, "threshold": 3}
 NODE = NodePolicy(frozenset({"masking"}))
-SESSION = random.Random(SEED).getrandbits(64)  # as Aggregator(seed=SEED)
+SESSION = random.Random(SEED).getrandbits(64)  # a fixed session id
 
 
 def exchanges(state, handler, silent_from):

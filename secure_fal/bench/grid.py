@@ -45,7 +45,8 @@ class ProtocolSpec:
     """A protocol and its constructor options, written ``name`` or ``name:key=value,key=value``.
 
     Examples: ``masking`` (complete graph, SecAgg), ``masking:neighbours=10`` (SecAgg+ with 10 neighbours),
-    ``masking:neighbours=log``. Option values are read as int, then float, else kept as strings.
+    ``masking:neighbours=log``, ``masking:active=true`` (active mode). Option values are read as bool
+    (true / false), int, then float, else kept as strings.
     """
 
     name: str
@@ -72,6 +73,8 @@ class ProtocolSpec:
 
 
 def _option_value(text: str) -> object:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for cast in (int, float):
         try:
             return cast(text)

@@ -9,6 +9,8 @@ The layer every protocol shares sits here; each protocol has its own subpackage.
     encoding.py   fixed-point encoding of float vectors into integers mod 2^k
     report.py     bytes and seconds per party and phase
     errors.py     the exceptions, naming client, round and field
+    identity.py   Ed25519 identities and the roster of the active modes (signed keys, consistency round)
+    node.py       what a client's node enforces: its policy (pinned parameters) and its round registry
     plaintext.py  reference and baseline, no protection
     ckks/         CKKS homomorphic encryption (TenSEAL); the server holds only a public context
     masking/      pairwise masking with dropout recovery (SecAgg / SecAgg+), per-round or session mode

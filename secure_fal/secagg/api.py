@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 from .encoding import FixedPoint
 from .errors import DropoutError, InputError
 from .machine import ClientMachine, RoundSpec, ServerMachine
+from .node import NodePolicy, RoundRegistry
 from .report import CostTotals, Report
 from .transport import Faults, run_round
 
@@ -71,6 +73,24 @@ class SecureSumProtocol(ABC):
         """Which of ``members`` (sorted ids with inputs) can take part in a round now. Default: all."""
         return members
 
+    def pin(self, policy: NodePolicy, cid: int, round_id: int) -> None:
+        """Client side, before building a machine from options a server sent: apply the parts of a node's
+        ``policy`` that concern this protocol's parameters; InputError naming ``cid``, ``round_id`` and the field
+        when the options are weaker. Default: nothing to pin."""
+
+    @property
+    def registries(self) -> dict[int, RoundRegistry]:
+        """Client id -> the (session, round) pairs it answered through this object; a protocol whose clients hold
+        secrets claims each round there when it builds a client machine (a node installs its persisted registry
+        first: ``secure_fal.flower.carrier.envelope.client_step``)."""
+        if "_registries" not in self.__dict__:
+            self._registries: dict[int, RoundRegistry] = {}
+        return self._registries
+
+    def claim_round(self, cid: int, spec: RoundSpec) -> None:
+        """Record that client ``cid`` answers round ``spec``; ReplayError (field 'round') if it already did."""
+        self.registries.setdefault(cid, RoundRegistry()).claim(spec.session, spec.round_id, cid)
+
     @abstractmethod
     def server(self, spec: RoundSpec) -> ServerMachine: ...
 
@@ -118,8 +138,10 @@ class Aggregator:
         protocol: a protocol object, or its name (then ``protocol_kwargs`` configure it).
         clients: every client id that may ever contribute in this session.
         frac_bits: fixed-point precision: inputs are rounded to multiples of 2^-frac_bits.
-        seed: makes session ids (and protocol randomness that is not secret) reproducible; secrets
-            always come from the OS's cryptographic RNG.
+        seed: makes the protocol randomness that is not secret reproducible. The session id is always fresh
+            randomness (``secrets``), never derived from ``seed``: two sessions with the same seed must not accept
+            each other's messages (protocols/masking.md §Round registry). Secrets always come from the OS's
+            cryptographic RNG.
         fault_plan: round id (1-based) -> the fault plan of that round, for sums called without ``faults``
             (tests and benchmarks inject dropouts into code that does not pass ``faults`` itself).
         setup_fault_plan: first round id of an in-band setup -> the fault plan of that setup (phases of
@@ -141,7 +163,7 @@ class Aggregator:
         self.clients = tuple(sorted(set(clients)))
         self.frac_bits = frac_bits
         self._rng = random.Random(seed)
-        self.session = self._rng.getrandbits(64)
+        self.session = secrets.randbits(64)
         self.round_id = 0
         self.totals = CostTotals()
         self.reports: list[Report] = []
@@ -190,8 +212,11 @@ class Aggregator:
         if not members:
             raise DropoutError("no client with an input can take part (none holds keys of the session's setup)",
                                round_id=self.round_id)
-        spec = RoundSpec(self.session, self.round_id, members, length,
-                         FixedPoint(bound, self.frac_bits, len(members)), clip)
+        try:
+            encoding = FixedPoint(bound, self.frac_bits, len(members))
+        except InputError as exc:
+            raise InputError(exc.what, round_id=self.round_id, field=exc.field) from None
+        spec = RoundSpec(self.session, self.round_id, members, length, encoding, clip)
         server = self.protocol.server(spec)
         machines = {cid: self.protocol.client(cid, spec, np.asarray(inputs[cid])) for cid in members}
         report = Report(self.protocol.NAME, self.round_id, length, members)

@@ -6,6 +6,11 @@ of step 2^-frac_bits. A value x in [-bound, bound] becomes q = round(x * 2^frac_
 n * bound * 2^frac_bits < 2^(k-1); k is the smallest multiple of 8 that satisfies this, so packed values
 take k/8 bytes each. Decoding the ring sum is exact: the only error is the rounding of each input,
 at most 2^-(frac_bits+1) per client and coordinate, hence at most n * 2^-(frac_bits+1) on the sum.
+
+Exactness has one more condition: the decoded sum is returned as float64, which holds every integer up to
+2^53 and no more. A configuration whose largest possible sum n * round(bound * 2^frac_bits) exceeds
+MAX_EXACT = 2^53 grid units is refused (InputError, field 'bound'), so every decoded sum is exact; so are
+integer inputs, compared with the bound as integers (an int64 above 2^53 is never rounded through a float).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 
-MAX_RING_BITS = 64
+MAX_EXACT = 2**53  # largest |sum| in grid units that float64 holds exactly
 
 
 @dataclass(frozen=True)
@@ -35,16 +40,20 @@ class FixedPoint:
     n_clients: int
 
     def __post_init__(self) -> None:
-        if not (self.bound > 0 and math.isfinite(self.bound)):
-            raise ValueError(f"bound must be a positive finite number, got {self.bound!r}")
-        if not 0 <= self.frac_bits <= 52:
-            raise ValueError(f"frac_bits must be in [0, 52], got {self.frac_bits}")
-        if self.n_clients < 1:
-            raise ValueError(f"n_clients must be >= 1, got {self.n_clients}")
-        if self.ring_bits > MAX_RING_BITS:
-            raise ValueError(
-                f"bound={self.bound}, frac_bits={self.frac_bits}, n_clients={self.n_clients} need "
-                f"{self.ring_bits} bits, more than {MAX_RING_BITS}: lower frac_bits or the bound")
+        """Raises InputError naming the field ('bound', 'frac_bits' or 'n_clients'; no round: ``Aggregator.sum``
+        and the Flower round opening add it)."""
+        if isinstance(self.bound, bool) or not isinstance(self.bound, (int, float)) or not (
+                self.bound > 0 and math.isfinite(self.bound)):
+            raise InputError(f"bound must be a positive finite number, got {self.bound!r}", field="bound")
+        if isinstance(self.frac_bits, bool) or not isinstance(self.frac_bits, int) or not 0 <= self.frac_bits <= 52:
+            raise InputError(f"frac_bits must be an int in [0, 52], got {self.frac_bits!r}", field="frac_bits")
+        if isinstance(self.n_clients, bool) or not isinstance(self.n_clients, int) or self.n_clients < 1:
+            raise InputError(f"n_clients must be an int >= 1, got {self.n_clients!r}", field="n_clients")
+        if self.n_clients * self.max_abs_int > MAX_EXACT:
+            raise InputError(
+                f"bound={self.bound}, frac_bits={self.frac_bits}, n_clients={self.n_clients}: a sum can reach "
+                f"{self.n_clients * self.max_abs_int} grid units, more than the 2^53 a float64 holds exactly; "
+                "lower frac_bits or the bound", field="bound")
 
     @property
     def max_abs_int(self) -> int:
@@ -73,13 +82,17 @@ class FixedPoint:
                  round_id: int | None = None) -> np.ndarray:
         """Round float inputs to the grid: returns int64 array q with x ~= q * 2^-frac_bits.
 
-        Raises InputError (naming client and round) for NaN/Inf, or for |x| > bound unless clip is True,
-        in which case values are clipped to [-bound, bound] first.
+        Raises InputError (naming client, round, field 'vector' and the index, never the value) for NaN/Inf, or
+        for |x| > bound unless clip is True, in which case values are clipped to [-bound, bound] first. Integer
+        arrays are compared and scaled as integers.
         """
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
+        if np.issubdtype(x.dtype, np.integer):
+            return self._quantize_integers(x, clip, client, round_id)
+        x = x.astype(np.float64)
         if not np.all(np.isfinite(x)):
             bad = int(np.flatnonzero(~np.isfinite(x))[0])
-            raise InputError(f"non-finite value {x[bad]} at index {bad}", client=client,
+            raise InputError(f"non-finite value at index {bad}", client=client,
                              round_id=round_id, field="vector")
         if clip:
             x = np.clip(x, -self.bound, self.bound)
@@ -87,10 +100,21 @@ class FixedPoint:
             over = np.abs(x) > self.bound
             if over.any():
                 bad = int(np.flatnonzero(over)[0])
-                raise InputError(f"value {x[bad]!r} at index {bad} outside [-{self.bound}, {self.bound}]"
+                raise InputError(f"value at index {bad} outside [-{self.bound}, {self.bound}]"
                                  " (pass clip=True to clip instead)", client=client, round_id=round_id,
                                  field="vector")
         return np.rint(np.ldexp(x, self.frac_bits)).astype(np.int64)
+
+    def _quantize_integers(self, x: np.ndarray, clip: bool, client: int | None, round_id: int | None) -> np.ndarray:
+        """Integer inputs, compared with floor(bound) as integers (exact for every int64 and uint64)."""
+        limit = math.floor(self.bound)
+        over = (x > limit) | (x < -limit)
+        if over.any() and not clip:
+            bad = int(np.flatnonzero(over)[0])
+            raise InputError(f"integer value at index {bad} outside [-{self.bound}, {self.bound}] (pass clip=True "
+                             "to clip instead)", client=client, round_id=round_id, field="vector")
+        q = np.where(x > limit, limit, np.where(x < -limit, -limit, x)).astype(np.int64)
+        return q << np.int64(self.frac_bits)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         """Integers (int64) -> float64 values q * 2^-frac_bits."""
@@ -106,14 +130,12 @@ class FixedPoint:
         """uint64 residues mod 2^k -> signed int64 in [-2^(k-1), 2^(k-1))."""
         k = self.ring_bits
         r = r & self.ring_mask
-        if k == 64:
-            return r.view(np.int64)
         signed = r.astype(np.int64)
         return np.where(signed >= (1 << (k - 1)), signed - (1 << k), signed)
 
     @property
     def ring_mask(self) -> np.uint64:
-        return np.uint64((1 << self.ring_bits) - 1) if self.ring_bits < 64 else np.uint64(2**64 - 1)
+        return np.uint64((1 << self.ring_bits) - 1)
 
     def pack(self, r: np.ndarray) -> bytes:
         """uint64 ring elements -> k/8 little-endian bytes each."""

@@ -64,9 +64,19 @@ class _Party(ABC):
         return encode(header, msg)
 
     def accept(self, data: bytes, allowed: tuple[type[Message], ...]) -> tuple[Header, Message]:
-        """Decode ``data`` and check it is for this party, this session and round, and this phase."""
-        header, msg = decode(data, self.KINDS, self.PROTOCOL)
-        who = None if header.sender == SERVER else header.sender
+        """Decode ``data`` and check it is for this party, this session and round, and this phase.
+
+        Every rejection names a client: the sender when a client sent it, else (at a client) the client itself;
+        and the round: the header's, else (undecodable header) this party's.
+        """
+        try:
+            header, msg = decode(data, self.KINDS, self.PROTOCOL)
+        except MessageError as exc:
+            if exc.client is not None or self.me == SERVER:
+                raise
+            raise type(exc)(exc.what, client=self.me, round_id=self.spec.round_id if exc.round_id is None
+                            else exc.round_id, field=exc.field) from None
+        who = header.sender if header.sender != SERVER else (None if self.me == SERVER else self.me)
         if header.session != self.spec.session or header.round_id != self.spec.round_id:
             raise ReplayError(
                 f"message from session {header.session:#x} round {header.round_id}, this is session "

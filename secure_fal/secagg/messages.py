@@ -15,7 +15,8 @@ Header (big-endian, 30 bytes):
 
 A payload is a message dataclass whose fields are encoded in declaration order. Supported field types:
 ``int`` (signed 64-bit), ``float`` (IEEE double), ``bytes`` and ``str`` (u32 length + data),
-``tuple[int, ...]`` (u32 count + i64 each), ``dict[int, bytes]`` (u32 count + (i64 key, bytes) each).
+``tuple[int, ...]`` (u32 count + i64 each), ``dict[int, bytes]`` (u32 count + (i64 key, bytes) each; a key
+that appears twice is refused, never "last one wins").
 Decoding checks every length against the remaining bytes, so truncated or padded input raises
 MessageError instead of producing a half-read message.
 """
@@ -180,6 +181,8 @@ def _get(view: memoryview, pos: int, tp: object) -> tuple[object, int]:
         for _ in range(_U32.unpack(raw)[0]):
             raw, pos = _take(view, pos, 8)
             key = _I64.unpack(raw)[0]
+            if key in out:
+                raise ValueError(f"key {key} appears twice")
             raw, pos = _take(view, pos, 4)
             out[key], pos = _take(view, pos, _U32.unpack(raw)[0])
         return out, pos

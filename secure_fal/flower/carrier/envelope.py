@@ -47,9 +47,10 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from ...secagg.api import SecureSumProtocol, make_protocol
 from ...secagg.encoding import FixedPoint
-from ...secagg.errors import MessageError, SecAggError
+from ...secagg.errors import InputError, MessageError, SecAggError
 from ...secagg.machine import RoundSpec
 from ...secagg.messages import SERVER, peek_header
+from ...secagg.node import NodePolicy, RoundRegistry
 from . import machine_state
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ OPENING_RECORD = "secure_fal.round"
 WORKLOAD_RECORD = "secure_fal.workload"
 STATE_RECORD = "secure_fal.machine"
 KEYS_RECORD = "secure_fal.keys"  # node state: session id (16 hex digits) -> this client's session keys (bytes)
+ROUNDS_RECORD = "secure_fal.rounds"  # node state: the round registry, session id (16 hex digits) -> [round ids]
 HELLO_ACTION = "secure_fal_hello"
 ROUND_ACTION = "secure_fal_round"
 HELLO_TYPE = f"query.{HELLO_ACTION}"
@@ -125,10 +127,16 @@ class RoundOpening:
                              int(record["length"]),
                              FixedPoint(float(record["bound"]), int(record["frac-bits"]), int(record["n-clients"])),
                              bool(record["clip"]))
-            return cls(str(record["protocol"]), options, spec)
+        except InputError as exc:
+            raise MessageError(f"bad round opening: {exc.what}", client=client, round_id=round_id,
+                               field=exc.field) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise MessageError(f"bad round opening: {exc!r}", client=client, round_id=round_id,
                                field=OPENING_RECORD) from None
+        if spec.encoding.n_clients < len(spec.clients):  # the ring would be too small for the sum: it would wrap
+            raise MessageError(f"n-clients {spec.encoding.n_clients} is below the round's {len(spec.clients)} clients",
+                               client=client, round_id=round_id, field="n-clients")
+        return cls(str(record["protocol"]), options, spec)
 
 
 def needs_session_keys(protocol: SecureSumProtocol) -> bool:
@@ -180,6 +188,38 @@ def load_session_keys(protocol: SecureSumProtocol, state: RecordDict, cid: int, 
 # -- client side ---------------------------------------------------------------------------------------
 
 
+def pinned_protocol(name: str, options: Mapping[str, object], policy: NodePolicy, cid: int,
+                    round_id: int) -> SecureSumProtocol:
+    """The protocol object a server's opening asks for, with the node's ``policy`` pinned (``protocol.pin``);
+    MessageError naming the client, round and field for options the protocol rejects or the policy refuses."""
+    try:
+        protocol = make_protocol(name, **options)
+        protocol.pin(policy, cid, round_id)
+    except InputError as exc:
+        raise MessageError(f"refused by this node's policy: {exc.what}", client=cid, round_id=round_id,
+                           field=exc.field) from None
+    except (TypeError, ValueError) as exc:
+        raise MessageError(f"unusable protocol options: {exc}", client=cid, round_id=round_id,
+                           field="options") from None
+    return protocol
+
+
+def load_registry(state: RecordDict, policy: NodePolicy, cid: int) -> RoundRegistry:
+    """The node's round registry: the union of its state's ``ROUNDS_RECORD`` and ``policy.registry_file``."""
+    record = state.config_records.get(ROUNDS_RECORD)
+    registry = RoundRegistry.from_dict(dict(record) if record is not None else {}, cid)
+    if policy.registry_file:
+        registry.merge(RoundRegistry.load(policy.registry_file, cid))
+    return registry
+
+
+def store_registry(state: RecordDict, policy: NodePolicy, registry: RoundRegistry) -> None:
+    """Persist ``registry`` in the node's state and, when the policy names one, its file."""
+    state.config_records[ROUNDS_RECORD] = ConfigRecord(registry.to_dict())
+    if policy.registry_file:
+        registry.save(policy.registry_file)
+
+
 def hello_content(cid: int) -> RecordDict:
     """This node's answer to ``query.secure_fal_hello``: its client id."""
     return RecordDict({RECORD: ConfigRecord({"client-id": cid})})
@@ -192,21 +232,6 @@ def client_id_from_hello(content: RecordDict, node: int) -> int:
     if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < 2**31:
         raise MessageError(f"node {node} sent no valid client id ({cid!r})", field="client-id")
     return cid
-
-
-@dataclass(frozen=True)
-class NodePolicy:
-    """What a node accepts when a server opens a round (its node config).
-
-    Attributes:
-        protocols: protocol names this node takes part in; a server cannot switch it to another (e.g.
-            plaintext where the node insists on masking).
-        min_clients: fewest clients a round may have: a sum over fewer reveals too much of one input
-            (over 1 client, all of it).
-    """
-
-    protocols: frozenset[str]
-    min_clients: int = 2
 
 
 def client_step(content: RecordDict, state: RecordDict, cid: int, inputs: InputSource,
@@ -224,17 +249,16 @@ def client_step(content: RecordDict, state: RecordDict, cid: int, inputs: InputS
     if opening_record is not None:
         opening = RoundOpening.from_record(opening_record, client=cid)
         round_id = opening.spec.round_id
-        if opening.protocol not in policy.protocols:
-            raise MessageError(f"protocol {opening.protocol!r} refused; this node allows "
-                               f"{sorted(policy.protocols)}", client=cid, round_id=round_id, field="protocol")
-        if len(opening.spec.clients) < policy.min_clients:
-            raise MessageError(f"round of {len(opening.spec.clients)} clients refused; this node needs at least "
-                               f"{policy.min_clients}", client=cid, round_id=round_id, field="clients")
-        protocol = make_protocol(opening.protocol, **opening.options)
+        policy.check_opening(opening.protocol, len(opening.spec.clients), client=cid, round_id=round_id,
+                             field="clients")
+        protocol = pinned_protocol(opening.protocol, opening.options, policy, cid, round_id)
         if needs_session_keys(protocol):
             load_session_keys(protocol, state, cid, opening.spec)
+        registry = load_registry(state, policy, cid)
+        protocol.registries[cid] = registry
         workload = dict(content.config_records.get(WORKLOAD_RECORD, ConfigRecord()))
         machine = protocol.client(cid, opening.spec, inputs(opening.spec, cid, workload))
+        store_registry(state, policy, registry)
         spent = protocol.spent_keys(cid)
         if spent is not None:  # session-mode masking: this round's secrets are gone, a second opening is refused
             state.config_records[KEYS_RECORD][session_key_name(opening.spec.session)] = spent

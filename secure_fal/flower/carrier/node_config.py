@@ -1,5 +1,6 @@
 """A node's settings from its Flower node config: its client id and its policy (the protocols it accepts, the
-fewest clients it lets a round have)."""
+fewest clients it lets a round have, the corruption fraction its masking parameters must withstand, whether it
+requires active-mode masking, the smallest CKKS ring, where its round registry persists)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,36 @@ def client_id_of(context: Context) -> int:
 
 
 def policy_of(context: Context, default_protocols: str = DEFAULT_PROTOCOLS) -> NodePolicy:
-    """This node's policy: node config ``protocols`` (else ``default_protocols``, comma-separated) and
-    ``min-clients`` (default 2)."""
-    raw = context.node_config.get("protocols", default_protocols)
-    min_clients = context.node_config.get("min-clients", 2)
-    if not isinstance(min_clients, int) or min_clients < 1:
+    """This node's policy (protocols/masking.md §Node policy) from its node config: ``protocols`` (else
+    ``default_protocols``, comma-separated), ``min-clients`` (default 2), ``corruption`` (gamma, default 0.1),
+    ``active`` (require active-mode masking, default false), ``min-ring-degree`` (CKKS N, default 4096),
+    ``round-registry`` (a file where the round registry also persists; default none), and for active mode
+    ``roster-sha256`` (the pinned roster's digest) and ``signing-key`` (this node's Ed25519 key, 64 hex digits).
+    InputError naming the key on a bad value."""
+    config = context.node_config
+    raw = config.get("protocols", default_protocols)
+    min_clients = config.get("min-clients", 2)
+    if not isinstance(min_clients, int) or isinstance(min_clients, bool) or min_clients < 1:
         raise InputError(f"node config min-clients={min_clients!r} is not an int >= 1", field="min-clients")
-    return NodePolicy(frozenset(p.strip() for p in str(raw).split(",") if p.strip()), min_clients)
+    corruption = config.get("corruption", 0.1)
+    if isinstance(corruption, bool) or not isinstance(corruption, (int, float)) or not 0 <= corruption < 0.5:
+        raise InputError(f"node config corruption={corruption!r} is not a fraction in [0, 0.5)", field="corruption")
+    active = config.get("active", False)
+    if not isinstance(active, bool):
+        raise InputError(f"node config active={active!r} is not true or false", field="active")
+    degree = config.get("min-ring-degree", 4096)
+    if not isinstance(degree, int) or isinstance(degree, bool) or degree < 1:
+        raise InputError(f"node config min-ring-degree={degree!r} is not an int >= 1", field="min-ring-degree")
+    registry = config.get("round-registry", "")
+    if not isinstance(registry, str):
+        raise InputError(f"node config round-registry={registry!r} is not a path", field="round-registry")
+    digest, key = config.get("roster-sha256", ""), config.get("signing-key", "")
+    bad_key = InputError("node config signing-key is not 64 hex digits", field="signing-key")
+    if not isinstance(key, str) or len(key) not in (0, 64):
+        raise bad_key
+    try:
+        signing_key = bytes.fromhex(key)
+    except ValueError:
+        raise bad_key from None
+    return NodePolicy(frozenset(p.strip() for p in str(raw).split(",") if p.strip()), min_clients,
+                      float(corruption), active, degree, registry, str(digest), signing_key)

@@ -41,8 +41,8 @@ from ...secagg.ckks.key_messages import SETUP_ROUND
 from ...secagg.errors import MessageError, SecAggError
 from ...secagg.messages import SERVER, peek_header
 from ...secagg.report import Report
-from .envelope import (KEYS_RECORD, RECORD, NodePolicy, needs_session_keys, pack_messages, session_key_name,
-                       unpack_messages)
+from .envelope import (KEYS_RECORD, RECORD, NodePolicy, needs_session_keys, pack_messages, pinned_protocol,
+                       session_key_name, unpack_messages)
 from .exchange import Patience, drive, grid_channel
 from .server_round import ServerExchanges, WireCosts
 
@@ -214,7 +214,8 @@ def client_setup_step(content: RecordDict, state: RecordDict, cid: int, policy: 
     """Feed one batch of the key distribution to this member's machine; return the answer's content.
 
     ``state`` is the node's ``Context.state``. The machine is built on the opening (checked against the node's
-    ``policy``: the protocol must be allowed, and the session have at least ``min_clients`` members), kept in
+    ``policy``: the protocol must be allowed, the session have at least ``min_clients`` members, and the
+    protocol's options meet its pins: ``pinned_protocol``), kept in
     ``state`` between batches, and replaced, once it holds the keys, by the secret context's bytes in record
     ``secure_fal.keys`` under the session id (older sessions' keys are dropped). Raises SecAggError (naming
     client, round 0 and field) on a refused or malformed batch; ``state`` is then left as it was.
@@ -222,17 +223,13 @@ def client_setup_step(content: RecordDict, state: RecordDict, cid: int, policy: 
     opening_record = content.config_records.get(SETUP_RECORD)
     if opening_record is not None:
         opening = SetupOpening.from_record(opening_record, client=cid)
-        if opening.protocol not in policy.protocols:
-            raise MessageError(f"protocol {opening.protocol!r} refused; this node allows {sorted(policy.protocols)}",
-                               client=cid, round_id=SETUP_ROUND, field="protocol")
-        if len(opening.members) < policy.min_clients:
-            raise MessageError(f"session of {len(opening.members)} members refused; this node needs at least "
-                               f"{policy.min_clients}", client=cid, round_id=SETUP_ROUND, field="members")
+        policy.check_opening(opening.protocol, len(opening.members), client=cid, round_id=SETUP_ROUND,
+                             field="members")
         if cid not in opening.members:
             raise MessageError(f"not a member of the key distribution {list(opening.members)}", client=cid,
                                round_id=SETUP_ROUND, field="members")
+        protocol = pinned_protocol(opening.protocol, opening.options, policy, cid, SETUP_ROUND)
         try:
-            protocol = make_protocol(opening.protocol, **opening.options)
             if not needs_session_keys(protocol):
                 raise ValueError(f"protocol {opening.protocol!r} has no session keys")
             machine = protocol.setup_client(cid, opening.session, opening.members, opening.first_round)

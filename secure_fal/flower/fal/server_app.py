@@ -5,8 +5,8 @@ Run config (``flwr run APP_DIR CONN --run-config ...``; defaults in ``FalSetting
 plaintext, masking or ckks), ``timeout`` (s per exchange), ``min-nodes``, ``wait-nodes`` (s), ``result-file``.
 
 Per cycle c, as ``run_experiment`` does in-process (same seeds: ``derive_seed(seed, "init" | "fedavg" |
-"secagg", c)``, ``client_seed``), within one secure-aggregation session per cycle (the session id of
-``Aggregator(seed=derive_seed(seed, "secagg", c))``; CKKS: its keys are distributed first, in band), whose
+"secagg", c)``, ``client_seed``), within one secure-aggregation session per cycle (a fresh random session id,
+as ``Aggregator``'s; CKKS: its keys are distributed first, in band), whose
 secure sums are numbered 1, 2, ... in the order the in-process strategy calls ``Aggregator.sum``:
 
 1. a fresh global model (seed ``init``); per FedAvg round r a secure sum of length L + 1 whose opening carries
@@ -36,7 +36,7 @@ import functools
 import json
 import logging
 import math
-import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -115,7 +115,7 @@ class CycleSession:
 
     Args:
         server: the FalServer (channel, protocol name and options, fixed-point bits).
-        cycle: the cycle index; the session id is that of the cycle's in-process ``Aggregator``.
+        cycle: the cycle index; the session id is fresh randomness, as the in-process ``Aggregator``'s.
         members: the clients reachable at the start. A protocol with session keys sets them up in band among the
             reachable clients before the first sum (CKKS: once; session-mode masking: again every R sums, as the
             in-process ``Aggregator`` does), and only the key holders take part in the sums.
@@ -123,7 +123,7 @@ class CycleSession:
 
     def __init__(self, server: FalServer, cycle: int, members: tuple[int, ...]) -> None:
         self.server, self.cycle = server, cycle
-        self.session = random.Random(derive_seed(server.config.seed, "secagg", cycle)).getrandbits(64)
+        self.session = secrets.randbits(64)  # always fresh (protocols/masking.md §Round registry)
         self.round_id = 0
         self.records: list[dict] = []
         self.protocol = make_protocol(server.config.secure.protocol, **server.config.secure.options)

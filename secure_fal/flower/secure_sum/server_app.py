@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -88,14 +88,13 @@ def run_session(grid: Grid, settings: SessionSettings, on_round: Callable[[Flowe
     R rounds) the keys are set up in band among the connected clients (``run_setup``, then ``on_setup``).
 
     Each round's clients are the discovered clients whose node the SuperLink still lists (and that hold the
-    session's keys: ``protocol.round_clients``); round r has round id r and the session id of
-    ``Aggregator(..., seed=settings.seed)``.
+    session's keys: ``protocol.round_clients``); round r has round id r and the session id is fresh randomness.
     """
     protocol = make_protocol(settings.protocol, **settings.options)
     patience = Patience(settings.timeout)
     nodes = discover_clients(grid, min_nodes=settings.min_nodes, wait_nodes=settings.wait_nodes, timeout=patience)
     log.info("clients %s on nodes %s", sorted(nodes), [nodes[c] for c in sorted(nodes)])
-    session = random.Random(settings.seed).getrandbits(64)  # as Aggregator(seed=...) draws it
+    session = secrets.randbits(64)  # always fresh (protocols/masking.md §Round registry), as Aggregator's
     rounds = []
     for round_id in range(1, settings.rounds + 1):
         online = set(grid.get_node_ids())

@@ -1,7 +1,7 @@
 """CKKS homomorphic encryption over TenSEAL's SEAL bindings, spec protocols/ckks.md. One module per part:
 
-    protocol.py      ``CKKSProtocol`` (name "ckks"): the round's machines (clients encrypt, server adds, one key
-                     holder decrypts) and the protocol object
+    protocol.py      ``CKKSProtocol`` (name "ckks"): the protocol object (keys, machines per round, node pins)
+    machines.py      the round's machines: clients encrypt, the server adds, one key holder decrypts
     messages.py      the round's wire messages (protocol id 2)
     params.py        ``CKKSParams``: ring, moduli, scale; the per-round plan and its error bound
     context.py       ``CKKSContext``: keys and parameters as one party holds them

@@ -9,16 +9,15 @@ single coefficient prime (it always asks SEAL for key switching: "keyswitching i
 context"), and ``CKKSVector.serialize`` writes symmetric ciphertexts in full instead of as a seed, i.e. twice
 the bytes. Both are measured in protocols/ckks.md.
 
-The bindings serialize to file paths only, so bytes go through a private scratch file (a 0700 directory,
-in /dev/shm when available) that is removed right after each use.
+The bindings serialize to file paths only, so bytes go through an anonymous in-memory file (``memfd_create``,
+opened by SEAL as /proc/self/fd/N): no key, ciphertext or plaintext is ever written to a named file, on disk or in
+/dev/shm, and nothing outlives the process, even a killed one (Linux only, as the rest of the package).
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import tempfile
-import threading
 
 import numpy as np
 import tenseal.sealapi as sa
@@ -33,42 +32,37 @@ _SEAL_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, version major, m
 _SEAL_MAGIC = 0xA15E
 _U32 = struct.Struct(">I")
 
-_scratch: tempfile.TemporaryDirectory | None = None
-_scratch_lock = threading.Lock()
 
 
-def _scratch_path() -> str:
-    global _scratch
-    with _scratch_lock:
-        if _scratch is None:
-            shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-            _scratch = tempfile.TemporaryDirectory(prefix="secure_fal_seal_", dir=shm)
-    return os.path.join(_scratch.name, f"{os.getpid()}-{threading.get_ident()}")
+def _memory_file() -> tuple[int, str]:
+    """An anonymous in-memory file (``memfd_create``): (fd, a path SEAL can open). It has no name in any file
+    system and vanishes with its last descriptor, so a killed process leaves no key material behind."""
+    fd = os.memfd_create("secure_fal_seal", os.MFD_CLOEXEC)
+    return fd, f"/proc/self/fd/{fd}"
 
 
 def _save(obj) -> bytes:
     """Bytes of a SEAL object (ciphertext, key, serializable ciphertext) in SEAL's format (zstd-compressed)."""
-    path = _scratch_path()
+    fd, path = _memory_file()
     try:
         obj.save(path)
-        with open(path, "rb") as f:
-            return f.read()
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0)
     finally:
-        if os.path.exists(path):
-            os.remove(path)
+        os.close(fd)
 
 
 def _load(obj, context: sa.SEALContext, data: bytes):
     """Load SEAL-format bytes into ``obj`` (validated by SEAL against ``context``); returns obj."""
-    path = _scratch_path()
+    fd, path = _memory_file()
     try:
-        with open(path, "wb") as f:
-            f.write(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         obj.load(context, path)
         return obj
     finally:
-        if os.path.exists(path):
-            os.remove(path)
+        os.close(fd)
 
 
 def check_seal_blob(blob: bytes, max_bytes: int) -> None:

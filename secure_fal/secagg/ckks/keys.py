@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..masking.keys import check_public_key
 from ..errors import DecryptionError, DropoutError, MessageError, OutOfOrderError, ReplayError
 from ..messages import SERVER, Header, Message, decode, encode
 from ..report import Report
@@ -66,11 +67,6 @@ def seal_key(sk: X25519PrivateKey, peer_pk: bytes, session: int, dealer: int, re
 
 def _nonce(dealer: int, recipient: int) -> bytes:
     return struct.pack(">iiI", dealer, recipient, 0)
-
-
-def check_public_key(pk: bytes) -> None:
-    """Raise ValueError unless ``pk`` is a usable X25519 public key (32 bytes, not a low-order point)."""
-    seal_key(X25519PrivateKey.generate(), pk, 0, 0, 0)
 
 
 class _Party:

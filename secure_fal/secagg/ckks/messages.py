@@ -20,20 +20,25 @@ class Request(Message):
 
 @dataclass(frozen=True)
 class EncryptedInput(Message):
-    """Client -> server: chunk index (0 .. chunks-1) -> serialized CKKS ciphertext of N/2 slots."""
+    """Client -> server: chunk index (0 .. chunks-1) -> serialized CKKS ciphertext of N/2 slots; in active mode
+    ``signature`` is the client's Ed25519 signature of (session, round, id, SHA-256 of the chunks) (64 bytes; else
+    b"")."""
 
     KIND = 2
     chunks: dict[int, bytes]
+    signature: bytes
 
 
 
 @dataclass(frozen=True)
 class DecryptRequest(Message):
-    """Server -> decryptor: the aggregate ciphertexts and the ids of the clients whose inputs they sum."""
+    """Server -> decryptor: the aggregate ciphertexts and the ids of the clients whose inputs they sum; in active
+    mode ``inputs`` holds, per contributor, the SHA-256 of its chunks || its signature (96 bytes; else empty)."""
 
     KIND = 3
     contributors: tuple[int, ...]
     chunks: dict[int, bytes]
+    inputs: dict[int, bytes]
 
 
 

@@ -26,183 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..api import SecureSumProtocol
-from ..errors import DecryptionError, DropoutError, InputError, MessageError
+from ..errors import InputError
 from ..machine import ClientMachine, RoundSpec, ServerMachine
-from ..messages import SERVER
+from ..identity import ActiveParties, Roster
+from ..node import NodePolicy
 from .context import CKKSContext
 from .key_messages import CLIENT_PHASES as KEY_PHASES, PHASE_OF_KIND as KEY_PHASE_OF_KIND, KeySetup
 from .keys import KeyClient, KeyServer
-from .messages import KINDS, PROTOCOL_ID, DecryptRequest, DecryptedSum, EncryptedInput, Request
+from .machines import CKKSClient, CKKSServer
+from .messages import DecryptedSum, EncryptedInput
 from .params import CKKSParams, RoundPlan
-
-
-def _load_chunks(context: CKKSContext, plan: RoundPlan, chunks: dict[int, bytes], *, client: int | None,
-                 round_id: int) -> list:
-    """Check and parse every chunk before anything is used: all or nothing."""
-    if sorted(chunks) != list(range(plan.chunks)):
-        raise MessageError(f"expected chunks 0..{plan.chunks - 1}, got {len(chunks)} with indices "
-                           f"{sorted(chunks)[:5]}...", client=client, round_id=round_id, field="chunks")
-    out = []
-    for i in range(plan.chunks):
-        try:
-            out.append(context.load_ciphertext(chunks[i], plan.scale))
-        except ValueError as exc:
-            raise MessageError(str(exc), client=client, round_id=round_id, field=f"chunks[{i}]") from None
-    return out
-
-
-class CKKSServer(ServerMachine):
-    """Holds only the public context: adds ciphertexts, never decrypts.
-
-    Phases: "collect" (EncryptedInput from each client, added as it arrives), "decrypt" (waiting for the
-    DecryptedSum of the current decryptor), then done.
-    """
-
-    PROTOCOL = PROTOCOL_ID
-    KINDS = KINDS
-
-    def __init__(self, spec: RoundSpec, context: CKKSContext, preferred_decryptor: int | None) -> None:
-        if context.is_private():
-            raise ValueError("the CKKS server must not hold the secret key")
-        super().__init__(spec)
-        self.context = context
-        self.plan = RoundPlan.for_round(context.params, spec)
-        self.preferred_decryptor = preferred_decryptor
-        self.received: dict[int, None] = {}
-        self.sums: list | None = None
-        self.asked: list[int] = []
-        self._request: DecryptRequest | None = None
-
-    def start(self) -> list[bytes]:
-        self.phase = "collect"
-        return [self.send(cid, Request()) for cid in self.spec.clients]
-
-    def receive(self, data: bytes) -> list[bytes]:
-        if self.phase == "collect":
-            return self._collect(data)
-        header, msg = self.accept_from_client(data, (DecryptedSum,) if self.phase == "decrypt" else (), {})
-        return self._finish(header.sender, msg)
-
-    def on_timeout(self) -> list[bytes]:
-        if self.phase == "collect":
-            if not self.received:
-                raise DropoutError("no client sent its input", round_id=self.spec.round_id)
-            return self._ask_next()
-        if self.phase == "decrypt":
-            return self._ask_next()
-        return []
-
-    def _collect(self, data: bytes) -> list[bytes]:
-        header, msg = self.accept_from_client(data, (EncryptedInput,), self.received)
-        ciphers = _load_chunks(self.context, self.plan, msg.chunks, client=header.sender,
-                               round_id=self.spec.round_id)
-        if self.sums is None:
-            self.sums = ciphers
-        else:
-            for total, c in zip(self.sums, ciphers):
-                self.context.add_inplace(total, c)
-        self.received[header.sender] = None
-        if len(self.received) == len(self.spec.clients):
-            return self._ask_next()
-        return []
-
-    def _ask_next(self) -> list[bytes]:
-        """Send the aggregate to the next contributing key holder not asked yet."""
-        if self._request is None:
-            self.contributors = tuple(sorted(self.received))
-            self._request = DecryptRequest(self.contributors, {i: self.context.save_ciphertext(c)
-                                                               for i, c in enumerate(self.sums)})
-            self.sums = None
-        order = sorted(self.contributors, key=lambda c: (c != self.preferred_decryptor, c))
-        remaining = [c for c in order if c not in self.asked]
-        if not remaining:
-            raise DropoutError(f"no contributing key holder answered the decryption request (asked {self.asked})",
-                               round_id=self.spec.round_id)
-        self.phase = "decrypt"
-        self.asked.append(remaining[0])
-        return [self.send(remaining[0], self._request)]
-
-    def _finish(self, sender: int, msg: DecryptedSum) -> list[bytes]:
-        if sender not in self.asked:
-            raise MessageError("DecryptedSum from a client that was not asked to decrypt", client=sender,
-                               round_id=self.spec.round_id, field="values")
-        enc = self.spec.encoding
-        try:
-            total = enc.from_ring(enc.unpack(msg.values, self.spec.length))
-        except ValueError as exc:
-            raise MessageError(str(exc), client=sender, round_id=self.spec.round_id, field="values") from None
-        limit = len(self.contributors) * enc.max_abs_int
-        if np.abs(total).max() > limit:
-            raise MessageError(f"decrypted sum exceeds {len(self.contributors)} x the input bound", client=sender,
-                               round_id=self.spec.round_id, field="values")
-        self.result = enc.dequantize(total)
-        self.phase = "done"
-        return []
-
-
-class CKKSClient(ClientMachine):
-    """Holds the secret context: encrypts its input, and decrypts the aggregate when asked.
-
-    Phases: "input" (waiting for Request), "decrypt" (input sent; may be asked to decrypt), "done".
-    """
-
-    PROTOCOL = PROTOCOL_ID
-    KINDS = KINDS
-
-    def __init__(self, cid: int, spec: RoundSpec, vector: np.ndarray, context: CKKSContext) -> None:
-        super().__init__(cid, spec, vector)
-        if not context.is_private():
-            raise InputError("client context holds no secret key", client=cid, round_id=spec.round_id,
-                             field="context")
-        self.context = context
-        self.plan = RoundPlan.for_round(context.params, spec)
-        self.phase = "input"
-
-    def receive(self, data: bytes) -> list[bytes]:
-        allowed = {"input": (Request,), "decrypt": (DecryptRequest,)}.get(self.phase, ())
-        _, msg = self.accept_from_server(data, allowed)
-        if isinstance(msg, Request):
-            out = [self.send(SERVER, EncryptedInput(self._encrypt()))]
-            self.phase = "decrypt"
-            return out
-        out = [self.send(SERVER, DecryptedSum(self._decrypt(msg)))]
-        self.phase = "done"
-        return out
-
-    def _encrypt(self) -> dict[int, bytes]:
-        y = self.quantized / float(self.plan.divisor)
-        slots = self.context.params.slots
-        return {i: self.context.encrypt(y[i * slots:(i + 1) * slots], self.plan.scale)
-                for i in range(self.plan.chunks)}
-
-    def _decrypt(self, msg: DecryptRequest) -> bytes:
-        spec, plan, enc = self.spec, self.plan, self.spec.encoding
-        contributors = msg.contributors
-        if not contributors or list(contributors) != sorted(set(contributors)) or not set(contributors) <= set(
-                spec.clients):
-            raise MessageError(f"contributors {contributors} are not a set of this round's clients",
-                               round_id=spec.round_id, field="contributors")
-        ciphers = _load_chunks(self.context, plan, msg.chunks, client=None, round_id=spec.round_id)
-        slots = self.context.params.slots
-        total = np.concatenate([self.context.decrypt(c) for c in ciphers])[:spec.length] * plan.divisor
-        n = len(contributors)
-        limit = n * enc.max_abs_int + plan.integer_error(n) + 1
-        bad = np.flatnonzero(~(np.abs(total) <= limit))
-        if bad.size:
-            raise DecryptionError(f"decryptor client {self.me}: slot {bad[0]} decrypts to {total[bad[0]]:.3g}, "
-                                  f"beyond the {limit:.3g} any sum of {n} inputs can reach (wrong key or "
-                                  "corrupted ciphertext)", round_id=spec.round_id, field=f"chunks[{bad[0] // slots}]")
-        rounded = np.clip(np.rint(total), -n * enc.max_abs_int, n * enc.max_abs_int).astype(np.int64)
-        return enc.pack(enc.to_ring(rounded))
-
-    def __getstate__(self) -> dict:
-        """Picklable (e.g. kept in a Flower node's state between messages): the context as its bytes."""
-        state = dict(self.__dict__)
-        state["context"] = self.context.serialize()
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({**state, "context": CKKSContext.from_bytes(state["context"])})
 
 
 @dataclass(frozen=True)
@@ -224,7 +57,7 @@ class SetupCost:
     keygen_seconds: float
 
 
-class CKKSProtocol(SecureSumProtocol):
+class CKKSProtocol(ActiveParties, SecureSumProtocol):
     """CKKS homomorphic encryption (TenSEAL's SEAL bindings); the server never holds the secret key.
 
     Args:
@@ -235,6 +68,11 @@ class CKKSProtocol(SecureSumProtocol):
         key_authority: True: a separate party generates the keys (no client is dealer); the decryptor is then
             the smallest contributing client. In-process ``setup`` only (the in-band distribution needs a dealer
             client).
+        min_contributors: fewest contributors a decryptor accepts in a DecryptRequest (default 2; a node's policy
+            raises it to its ``min_clients``: ``pin``).
+        active: sign every input for its round (Ed25519 identities, as masking's active mode); the decryptor then
+            decrypts only a request carrying the signed inputs of every listed contributor of the round.
+        roster: active mode: the session's roster (``Roster`` or its ``to_dict()``); None: made by ``setup``.
 
     Keys come from ``setup`` (in-process, all keys on this one object) or are installed on each party's own
     object after the in-band distribution of ``keys.py`` (``key_setup``): ``install_server_keys`` on the
@@ -249,13 +87,18 @@ class CKKSProtocol(SecureSumProtocol):
     SETUP_PHASE_OF_KIND = KEY_PHASE_OF_KIND
 
     def __init__(self, params: CKKSParams | Mapping[str, object] | None = None, *, dealer: int | None = None,
-                 key_authority: bool = False) -> None:
+                 key_authority: bool = False, min_contributors: int = 2, active: bool = False,
+                 roster: Roster | Mapping[str, str] | None = None) -> None:
         if dealer is not None and key_authority:
             raise ValueError("choose a dealer client or a key authority, not both")
         if isinstance(params, Mapping):
             params = CKKSParams(**params)
         self.params = params or CKKSParams()
         self.key_authority = key_authority
+        self.init_identities(active, roster)
+        if isinstance(min_contributors, bool) or not isinstance(min_contributors, int) or min_contributors < 1:
+            raise ValueError(f"min_contributors must be an int >= 1, got {min_contributors!r}")
+        self.min_contributors = min_contributors
         self._dealer_choice = dealer
         self.dealer: int | None = None
         self.key_holders: tuple[int, ...] = ()
@@ -266,8 +109,10 @@ class CKKSProtocol(SecureSumProtocol):
     def setup(self, clients: Sequence[int], rng: random.Random) -> None:
         """Generate the session's keys and distribute them (out of band; costs in ``setup_cost``).
 
-        The secret key comes from SEAL's CSPRNG, not from ``rng``.
+        The secret key comes from SEAL's CSPRNG, not from ``rng``. Active mode: also the clients' identities
+        and roster (``make_identities``).
         """
+        self.make_identities(clients)
         clients = sorted(set(clients))
         if not clients:
             raise ValueError("a CKKS session needs at least one client")
@@ -391,12 +236,28 @@ class CKKSProtocol(SecureSumProtocol):
             raise InputError(f"holds no key of this CKKS session: a round may only include the key holders "
                              f"{list(self.key_holders)}", client=outsiders[0], round_id=spec.round_id,
                              field="clients")
-        return CKKSServer(spec, self._server_context, self.dealer)
+        self.require_roster()
+        return CKKSServer(spec, self._server_context, self.dealer, self.roster)
 
     def client(self, cid: int, spec: RoundSpec, vector: np.ndarray) -> ClientMachine:
+        """Client ``cid``'s machine of round ``spec``; claims the round in its registry (ReplayError, field
+        'round', for a (session, round) it already answered: a decryptor decrypts once per round)."""
         if cid not in self._client_contexts:
             raise InputError("holds no key of this CKKS session", client=cid, round_id=spec.round_id, field="cid")
-        return CKKSClient(cid, spec, vector, self._client_contexts[cid])
+        machine = CKKSClient(cid, spec, vector, self._client_contexts[cid], self.min_contributors,
+                             self.identity_of(cid, spec.round_id), self.roster)
+        self.claim_round(cid, spec)
+        return machine
+
+    def pin(self, policy: NodePolicy, cid: int, round_id: int) -> None:
+        """A node's pins: the ring degree N >= ``policy.min_ring_degree`` (InputError, field
+        'poly_modulus_degree'), and a decryptor needs ``policy.min_clients`` contributors (or this object's
+        ``min_contributors``, the larger), and the identity pins of ``ActiveParties.pin_identity``."""
+        self.pin_identity(policy, cid, round_id)
+        if self.params.poly_modulus_degree < policy.min_ring_degree:
+            raise InputError(f"CKKS ring degree {self.params.poly_modulus_degree} refused; this node needs at least "
+                             f"{policy.min_ring_degree}", client=cid, round_id=round_id, field="poly_modulus_degree")
+        self.min_contributors = max(self.min_contributors, policy.min_clients)
 
     def error_bound(self, spec: RoundSpec, n_inputs: int) -> float:
         """Input rounding, plus the CKKS error when it is not guaranteed to vanish (see RoundPlan)."""

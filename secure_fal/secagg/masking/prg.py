@@ -24,7 +24,8 @@ WORD_BYTES = 8
 
 def _check_seed(seed: bytes) -> None:
     if not isinstance(seed, (bytes, bytearray)) or len(seed) != SEED_BYTES:
-        raise ValueError(f"PRG seed must be {SEED_BYTES} bytes, got {seed!r:.80}")
+        size = len(seed) if isinstance(seed, (bytes, bytearray)) else None
+        raise ValueError(f"PRG seed must be {SEED_BYTES} bytes, got {type(seed).__name__} of length {size}")
 
 
 def expand(seed: bytes, length: int) -> np.ndarray:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DropoutError, InputError, MessageError, ReplayError
+from ..identity import Identity, Roster
 from ..machine import RoundSpec
 from .client import MaskingClient
 from .graph import Neighbourhoods
-from .messages import SESSION_KINDS, InputRequest, UnmaskRequest
+from .messages import SESSION_KINDS, ConsistencyRequest, InputRequest, UnmaskRequest
 from .server import MaskingServer
 from .session_keys import ClientKeys, SessionServerKeys
 
@@ -47,8 +48,9 @@ class SessionServer(MaskingServer):
         if outsiders:
             raise InputError(f"holds no keys of this setup: a round may only include the key holders "
                              f"{list(keys.holders)}", client=outsiders[0], round_id=spec.round_id, field="clients")
-        super().__init__(spec, keys.spec.graph.restricted(spec.clients))
+        super().__init__(spec, keys.spec.graph.restricted(spec.clients), keys.roster)
         self.public_keys = {u: (b"", keys.s_pk(u, spec.round_id)) for u in spec.clients}
+        self.commitments = {u: keys.commitment(u, spec.round_id) for u in spec.clients}
         self.sealed = {u: {} for u in spec.clients}
         clients = set(spec.clients)
         self._require(clients, clients, True, "too few neighbours of this client are in the round")
@@ -65,12 +67,15 @@ class SessionClient(MaskingClient):
     MessageError / ReplayError, field 'session' or 'round'), every neighbour in the round's client list must be
     one whose shares it holds (MessageError naming it, field 'clients'), and at least t - 1 of them must be in
     the round (DropoutError, field 'clients'); then the input is checked (InputError) and the round's secrets
-    are taken out of ``keys`` (deleted there, with those of every earlier round).
+    are taken out of ``keys`` (deleted there, with those of every earlier round). Active mode: ``session_graph``
+    (the setup's graph, for the two-hop signature check), ``identity`` and ``roster``.
     """
 
     KINDS = SESSION_KINDS
 
-    def __init__(self, cid: int, spec: RoundSpec, vector: np.ndarray, keys: ClientKeys) -> None:
+    def __init__(self, cid: int, spec: RoundSpec, vector: np.ndarray, keys: ClientKeys,
+                 session_graph: Neighbourhoods | None = None, identity: Identity | None = None,
+                 roster: Roster | None = None) -> None:
         keys.check(spec)
         in_round = set(spec.clients)
         partners = tuple(v for v in keys.neighbours if v in in_round)
@@ -82,8 +87,9 @@ class SessionClient(MaskingClient):
         if len(partners) + 1 < keys.threshold:
             raise DropoutError(f"only {len(partners)} neighbours of client {cid} are in the round, "
                                f"{keys.threshold - 1} needed", client=cid, round_id=spec.round_id, field="clients")
-        graph = Neighbourhoods(len(keys.neighbours), keys.threshold, {cid: partners})
-        super().__init__(cid, spec, vector, graph)
+        graph = Neighbourhoods(len(keys.neighbours), keys.threshold, {cid: partners}) if session_graph is None \
+            else session_graph.restricted(spec.clients)
+        super().__init__(cid, spec, vector, graph, identity, roster)
         secrets = keys.take(spec)
         self._self_seed = secrets.self_seed
         self._own_b_share = secrets.own_share
@@ -93,6 +99,7 @@ class SessionClient(MaskingClient):
 
     def receive(self, data: bytes) -> list[bytes]:
         handlers = {"masked_input": (InputRequest, self._on_input_request),
+                    "consistency": (ConsistencyRequest, self._on_consistency_request),
                     "unmask": (UnmaskRequest, self._on_unmask_request)}
         kind, handler = handlers.get(self.phase, (InputRequest, None))
         _, msg = self.accept_from_server(data, (kind, InputRequest))

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError, MessageError, ReplayError
+from ..identity import Roster
 from ..machine import RoundSpec
 from ..messages import Header, Message, decode, encode
 from . import shamir
 from .keys import KEY_BYTES
+from .messages import COMMITMENT_BYTES
 from .prg import SEED_BYTES
 from .setup_messages import PROTOCOL_ID, SetupSpec
 
@@ -42,6 +44,7 @@ class _StoredKeys(Message):
     neighbours: tuple[int, ...]
     partners: tuple[int, ...]
     secrets: dict[int, bytes]
+    members: tuple[int, ...]
 
 
 
@@ -64,6 +67,8 @@ class ClientKeys:
         neighbours: N(u) in the session graph (sorted).
         partners: the neighbours whose shares u holds (sorted): the only clients u ever masks with.
         secrets: round id -> RoundSecrets, for the rounds of the range not run yet (nor skipped past).
+        members: the setup's members (the session graph is derived from them: active mode checks signatures
+            of two-hop neighbours).
     """
 
     session: int
@@ -74,6 +79,7 @@ class ClientKeys:
     neighbours: tuple[int, ...]
     partners: tuple[int, ...]
     secrets: dict[int, RoundSecrets]
+    members: tuple[int, ...]
 
     def check(self, spec: RoundSpec) -> None:
         """Raise unless round ``spec`` may run with these keys: MessageError (field 'session' or 'round') for
@@ -109,7 +115,8 @@ class ClientKeys:
                 parts += [s.seeds[v], shamir.encode_share(b), shamir.encode_share(sk)]
             secrets[r] = b"".join(parts)
         header = Header(PROTOCOL_ID, _StoredKeys.KIND, self.session, self.first_round, self.me, self.me)
-        return encode(header, _StoredKeys(self.rounds, self.threshold, self.neighbours, self.partners, secrets))
+        return encode(header, _StoredKeys(self.rounds, self.threshold, self.neighbours, self.partners, secrets,
+                                          self.members))
 
     @classmethod
     def from_bytes(cls, data: bytes, cid: int) -> ClientKeys:
@@ -120,8 +127,9 @@ class ClientKeys:
             if header.sender != cid or header.recipient != cid:
                 raise ValueError(f"keys of client {header.sender}")
             r0, rounds, partners = header.round_id, stored.rounds, stored.partners
-            if rounds < 1 or not set(partners) <= set(stored.neighbours) or list(partners) != sorted(set(partners)):
-                raise ValueError("inconsistent rounds or partners")
+            if (rounds < 1 or not set(partners) <= set(stored.neighbours) or list(partners) != sorted(set(partners))
+                    or not set(stored.neighbours) | {cid} <= set(stored.members)):
+                raise ValueError("inconsistent rounds, partners or members")
             size = SEED_BYTES + _E + len(partners) * (SEED_BYTES + 2 * _E)
             secrets = {}
             for r, raw in stored.secrets.items():
@@ -137,7 +145,8 @@ class ClientKeys:
                                           seeds, held)
         except (MessageError, ValueError) as exc:
             raise InputError(f"stored masking keys unusable: {exc}", client=cid, field="keys") from None
-        return cls(header.session, r0, rounds, cid, stored.threshold, stored.neighbours, partners, secrets)
+        return cls(header.session, r0, rounds, cid, stored.threshold, stored.neighbours, partners, secrets,
+                   stored.members)
 
 
 
@@ -149,11 +158,15 @@ class SessionServerKeys:
         spec: the setup's public parameters (session, range, graph, t).
         holders: U3, the members that acknowledged (sorted): every round's clients must be among them.
         s_pks: holder u -> s_pk_u(j) for j = 0..R-1 concatenated (32 R bytes).
+        commitments: holder u -> the commitments to b_u(j) for j = 0..R-1 concatenated (32 R bytes).
+        roster: active mode: the session's roster (None: honest-but-curious).
     """
 
     spec: SetupSpec
     holders: tuple[int, ...]
     s_pks: dict[int, bytes]
+    commitments: dict[int, bytes]
+    roster: Roster | None = None
 
     def covers(self, round_id: int) -> bool:
         return self.spec.first_round <= round_id < self.spec.first_round + self.spec.rounds
@@ -162,3 +175,8 @@ class SessionServerKeys:
         """s_pk of holder ``cid`` for round ``round_id`` (covered), 32 bytes."""
         j = round_id - self.spec.first_round
         return self.s_pks[cid][j * KEY_BYTES:(j + 1) * KEY_BYTES]
+
+    def commitment(self, cid: int, round_id: int) -> bytes:
+        """Holder ``cid``'s commitment to its b of round ``round_id`` (covered), 32 bytes."""
+        j = round_id - self.spec.first_round
+        return self.commitments[cid][j * COMMITMENT_BYTES:(j + 1) * COMMITMENT_BYTES]

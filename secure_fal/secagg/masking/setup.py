@@ -29,11 +29,13 @@ import os
 import struct
 
 from ..errors import DecryptionError, MessageError
+from ..identity import SIGNATURE_BYTES, Identity, Roster
 from ..machine import ServerMachine, _Party
 from ..messages import SERVER
 from . import keys, shamir
 from .graph import check_holders, check_peer_keys, check_relayed_shares
 from .keys import KEY_BYTES, MASK
+from .messages import COMMITMENT_BYTES
 from .prg import SEED_BYTES
 from .session_keys import ClientKeys, RoundSecrets, SessionServerKeys
 from .setup_messages import (CLIENT_PHASES, KINDS, PHASE_OF_KIND, PROTOCOL_ID, ROUND_SHARES_BYTES, SetupAck,
@@ -48,9 +50,6 @@ def _share_key(sk: keys.X25519PrivateKey, peer_pk: bytes, spec: SetupSpec, me: i
     """AES key of the pair {me, peer} for this setup: bound to session, r0, R and the pair."""
     purpose = SETUP_SHARE + struct.pack(">I", spec.rounds)
     return keys.pair_key(sk, peer_pk, purpose, spec.session, spec.first_round, me, peer)
-
-
-# -- the client's session keys --------------------------------------------------------------------------
 
 
 # -- machines -------------------------------------------------------------------------------------------
@@ -68,17 +67,23 @@ class SetupServer(ServerMachine):
         public_keys: U1, member -> (c_pk, s_pks).
         sealed: U2, sender -> {recipient: ciphertext}.
         acked: U3, the members that acknowledged.
+        excluded: members whose SetupAdvertise carried a refused key -> the MessageError naming member and field
+            (``keys.screen_public_keys``); they are out of U1 and hold no keys of the session.
     """
 
     PROTOCOL = PROTOCOL_ID
     KINDS = KINDS
 
-    def __init__(self, spec: SetupSpec) -> None:
+    def __init__(self, spec: SetupSpec, roster: Roster | None = None) -> None:
         super().__init__(spec)
         self.graph = spec.graph
+        self.roster = roster
         self.public_keys: dict[int, tuple[bytes, bytes]] = {}
+        self.signed_keys: dict[int, bytes] = {}
+        self.commitments: dict[int, bytes] = {}
         self.sealed: dict[int, dict[int, bytes]] = {}
         self.acked: dict[int, None] = {}
+        self.excluded: dict[int, MessageError] = {}
 
     @property
     def done(self) -> bool:
@@ -89,7 +94,8 @@ class SetupServer(ServerMachine):
         if not self.done:
             raise ValueError("the setup has not finished")
         holders = self.contributors
-        return SessionServerKeys(self.spec, holders, {u: self.public_keys[u][1] for u in holders})
+        return SessionServerKeys(self.spec, holders, {u: self.public_keys[u][1] for u in holders},
+                                 {u: self.commitments[u] for u in holders}, self.roster)
 
     def start(self) -> list[bytes]:
         self.phase = "advertise"
@@ -119,14 +125,24 @@ class SetupServer(ServerMachine):
         return MessageError(what, client=client, round_id=self.spec.round_id, field=field)
 
     def _on_advertise(self, data: bytes) -> list[bytes]:
-        header, msg = self.accept_from_client(data, (SetupAdvertise,), self.public_keys)
+        header, msg = self.accept_from_client(data, (SetupAdvertise,), {**self.public_keys, **self.excluded})
         u, rounds = header.sender, self.spec.rounds
-        if len(msg.c_pk) != KEY_BYTES:
-            raise self._fail(f"c_pk of {len(msg.c_pk)} bytes, expected {KEY_BYTES}", u, "c_pk")
         if len(msg.s_pks) != KEY_BYTES * rounds:
             raise self._fail(f"s_pks of {len(msg.s_pks)} bytes, expected {KEY_BYTES} x {rounds} rounds", u, "s_pks")
-        self.public_keys[u] = (msg.c_pk, msg.s_pks)
-        return self._close_advertise() if len(self.public_keys) == len(self.spec.members) else []
+        named = [("c_pk", msg.c_pk)] + [(f"s_pks[{j}]", msg.s_pks[j * KEY_BYTES:(j + 1) * KEY_BYTES])
+                                        for j in range(rounds)]
+        refused = keys.screen_public_keys(named, u, self.spec.round_id)
+        if refused is None and self.roster is not None and not self.roster.valid(
+                u, keys.advertise_statement(self.spec.session, self.spec.first_round, u, msg.c_pk, msg.s_pks),
+                msg.signature):
+            refused = self._fail("invalid SetupAdvertise signature; the member is excluded", u, "signature")
+        if refused is not None:  # a bad key excludes its client from the session, not the setup
+            self.excluded[u] = refused
+        else:
+            self.public_keys[u] = (msg.c_pk, msg.s_pks)
+            self.signed_keys[u] = msg.signature
+        complete = len(self.public_keys) + len(self.excluded) == len(self.spec.members)
+        return self._close_advertise() if complete else []
 
     def _on_shares(self, data: bytes) -> list[bytes]:
         u, msg = self.accept_after(data, SetupShares, self.sealed, self.public_keys, "advertise")
@@ -138,7 +154,11 @@ class SetupServer(ServerMachine):
         for v, ct in msg.ciphertexts.items():
             if len(ct) != size:
                 raise self._fail(f"ciphertext for client {v} has {len(ct)} bytes, expected {size}", u, "ciphertexts")
+        if len(msg.commitments) != COMMITMENT_BYTES * self.spec.rounds:
+            raise self._fail(f"commitments of {len(msg.commitments)} bytes, expected {COMMITMENT_BYTES} x "
+                             f"{self.spec.rounds} rounds", u, "commitments")
         self.sealed[u] = dict(msg.ciphertexts)
+        self.commitments[u] = msg.commitments
         return self._close_share() if len(self.sealed) == len(self.public_keys) else []
 
     def _on_ack(self, data: bytes) -> list[bytes]:
@@ -155,7 +175,8 @@ class SetupServer(ServerMachine):
         u1 = set(self.public_keys)
         self._require(u1, "too few neighbours advertised setup keys")
         self.phase = "share"
-        return [self.send(u, SetupPeerKeys({v: b"".join(self.public_keys[v]) for v in self.graph.of(u) if v in u1}))
+        return [self.send(u, SetupPeerKeys({v: b"".join(self.public_keys[v]) + self.signed_keys[v]
+                                            for v in self.graph.of(u) if v in u1}))
                 for u in sorted(u1)]
 
     def _close_share(self) -> list[bytes]:
@@ -183,10 +204,14 @@ class SetupClient(_Party):
     PROTOCOL = PROTOCOL_ID
     KINDS = KINDS
 
-    def __init__(self, cid: int, spec: SetupSpec) -> None:
+    def __init__(self, cid: int, spec: SetupSpec, identity: Identity | None = None,
+                 roster: Roster | None = None) -> None:
         if cid not in spec.members:
             raise ValueError(f"client {cid} is not a member of the setup {spec.members}")
+        if (identity is None) != (roster is None):
+            raise ValueError("active mode needs both a signing identity and the roster")
         super().__init__(spec, cid)
+        self.identity, self.roster = identity, roster
         self.phase = "advertise"
         self._c_sk: bytes | None = None
         self._s_sks: list[bytes] = []                  # s_sk(j), raw, until shared
@@ -230,19 +255,28 @@ class SetupClient(_Party):
         c_sk = keys.new_private_key()
         s_sks = [keys.new_private_key() for _ in range(spec.rounds)]
         self._c_sk, self._s_sks = keys.private_bytes(c_sk), [keys.private_bytes(sk) for sk in s_sks]
+        c_pk, s_pks = keys.public_bytes(c_sk), b"".join(map(keys.public_bytes, s_sks))
+        signature = b"" if self.identity is None else self.identity.sign(
+            keys.advertise_statement(spec.session, spec.first_round, self.me, c_pk, s_pks))
         self.phase = "share"
-        return [self.send(SERVER, SetupAdvertise(keys.public_bytes(c_sk), b"".join(map(keys.public_bytes, s_sks))))]
+        return [self.send(SERVER, SetupAdvertise(c_pk, s_pks, signature))]
 
     def _on_peer_keys(self, msg: SetupPeerKeys) -> list[bytes]:
         me, spec, t, rounds = self.me, self.spec, self.spec.graph.threshold, self.spec.rounds
         check_peer_keys(msg.keys, spec.graph.of(me), me, t, spec.round_id)
         size = KEY_BYTES * (rounds + 1)
+        signed = size + (SIGNATURE_BYTES if self.roster is not None else 0)
         c_sk = keys.private_from_bytes(self._c_sk)
         s_sks = [keys.private_from_bytes(raw) for raw in self._s_sks]
         share_keys, seeds = {}, {}
-        for v, both in sorted(msg.keys.items()):
-            if len(both) != size:
-                raise self._fail(MessageError, f"c_pk || s_pks of {len(both)} bytes, expected {size}", v, "keys")
+        for v, entry in sorted(msg.keys.items()):
+            if len(entry) != signed:
+                raise self._fail(MessageError, f"c_pk || s_pks of {len(entry)} bytes, expected {signed}", v, "keys")
+            both = entry[:size]
+            if self.roster is not None:
+                self.roster.verify(v, keys.advertise_statement(spec.session, spec.first_round, v, both[:KEY_BYTES],
+                                                               both[KEY_BYTES:]), entry[size:],
+                                   round_id=spec.round_id, field="keys")
             try:
                 share_keys[v] = _share_key(c_sk, both[:KEY_BYTES], spec, me, v)
                 seeds[v] = [keys.pair_key(s_sks[j], both[(j + 1) * KEY_BYTES:(j + 2) * KEY_BYTES], MASK, spec.session,
@@ -261,7 +295,8 @@ class SetupClient(_Party):
         self._own_shares = [b_shares[j][me] for j in range(rounds)]
         self._c_sk, self._s_sks = None, []
         self.phase = "ack"
-        return [self.send(SERVER, SetupShares(sealed))]
+        commitments = b"".join(keys.commit(b, spec.session, spec.first_round + j, me) for j, b in enumerate(self_seeds))
+        return [self.send(SERVER, SetupShares(sealed, commitments))]
 
     def _on_relayed_shares(self, msg: SetupRelayedShares) -> list[bytes]:
         me, spec, t, rounds = self.me, self.spec, self.spec.graph.threshold, self.spec.rounds
@@ -286,7 +321,8 @@ class SetupClient(_Party):
                                                       {v: self._seeds[v][j] for v in partners},
                                                       {v: held[v][j] for v in partners})
                    for j in range(rounds)}
-        self._keys = ClientKeys(spec.session, spec.first_round, rounds, me, t, spec.graph.of(me), partners, secrets)
+        self._keys = ClientKeys(spec.session, spec.first_round, rounds, me, t, spec.graph.of(me), partners, secrets,
+                                spec.members)
         self._share_keys, self._seeds, self._self_seeds, self._own_shares = {}, {}, [], []
         self.phase = "done"
         return [self.send(SERVER, SetupAck())]

@@ -38,25 +38,29 @@ class SetupRequest(Message):
 
 @dataclass(frozen=True)
 class SetupAdvertise(Message):
-    """Member -> server: fresh X25519 public keys. 8 + 32 (R + 1) bytes.
+    """Member -> server: fresh X25519 public keys. 12 + 32 (R + 1) bytes (active mode + 64).
 
     Attributes:
         c_pk: 32-byte public key for share encryption (one for the whole setup).
         s_pks: s_pk(j) for j = 0..R-1, 32 bytes each, for the pairwise mask seeds of round r0 + j.
+        signature: active mode: the member's Ed25519 signature of (session, r0, id, c_pk, s_pks)
+            (``keys.advertise_statement``), 64 bytes; honest-but-curious mode: b"".
     """
 
     KIND = 2
     c_pk: bytes
     s_pks: bytes
+    signature: bytes
 
 
 
 @dataclass(frozen=True)
 class SetupPeerKeys(Message):
-    """Server -> member u: the keys of u's neighbours that advertised. 4 + (12 + 32 (R + 1)) per neighbour.
+    """Server -> member u: the keys of u's neighbours that advertised. 4 + (12 + 32 (R + 1)) per neighbour
+    (active mode + 64).
 
     Attributes:
-        keys: neighbour v -> c_pk_v || s_pks_v (32 (R + 1) bytes).
+        keys: neighbour v -> c_pk_v || s_pks_v (32 (R + 1) bytes), in active mode || v's SetupAdvertise signature.
     """
 
     KIND = 3
@@ -67,14 +71,16 @@ class SetupPeerKeys(Message):
 @dataclass(frozen=True)
 class SetupShares(Message):
     """Member u -> server: u's shares of all R rounds for each neighbour, sealed for it.
-    4 + (12 + 66 R + 16) per neighbour.
+    4 + (12 + 66 R + 16) per neighbour + 4 + 32 R.
 
     Attributes:
         ciphertexts: recipient v -> AES-GCM(for j = 0..R-1: share of b_u(j) || share of s_sk_u(j)).
+        commitments: for j = 0..R-1 the commitment to b_u(j) (``keys.commit`` with round r0 + j), 32 bytes each.
     """
 
     KIND = 4
     ciphertexts: dict[int, bytes]
+    commitments: bytes
 
 
 

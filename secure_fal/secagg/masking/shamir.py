@@ -13,7 +13,8 @@ Miller-Rabin check), so every 32-byte string is a field element and no secret is
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 
 P = 2**256 + 297
@@ -75,6 +76,39 @@ def reconstruct(shares: Mapping[int, int], threshold: int) -> bytes:
     if secret >= 2 ** (8 * SECRET_BYTES):
         raise ValueError("interpolated value is not a 32-byte secret (shares of different secrets?)")
     return secret.to_bytes(SECRET_BYTES, "big")
+
+
+def reconstruct_verified(shares: Mapping[int, int], threshold: int, check: Callable[[bytes], bool],
+                         max_tries: int = 4096) -> tuple[bytes, tuple[int, ...]]:
+    """The secret that ``check`` accepts (e.g. it matches a commitment), rebuilt from a consistent subset of
+    ``shares`` (party id -> share), and the parties whose shares are off the polynomial that gives it (sorted).
+
+    Tries the t smallest ids first, then t-subsets that leave out 1, 2, ... parties, at most ``max_tries``
+    interpolations (every subset when fewer). Raises ValueError when there are fewer than t shares, a share is
+    not in [0, P), or no tried subset yields a secret ``check`` accepts: then nothing is known to be right.
+    """
+    if len(shares) < threshold:
+        raise ValueError(f"{len(shares)} shares, {threshold} needed")
+    for c, y in shares.items():
+        if not 0 <= y < P:
+            raise ValueError(f"share of party {c} is not a field element")
+    parties = sorted(shares)
+    tries = 0
+    for left_out in range(len(parties) - threshold + 1):
+        for out in itertools.combinations(reversed(parties), left_out):
+            if tries >= max_tries:
+                raise ValueError(f"no subset of the first {tries} tried reconstructs a secret that checks")
+            tries += 1
+            used = [c for c in parties if c not in out][:threshold]
+            basis = tuple(x_of(c) for c in used)
+            values = [shares[c] for c in used]
+            secret = _combine(_lagrange(basis, 0), values)
+            if secret >= 2 ** (8 * SECRET_BYTES) or not check(secret.to_bytes(SECRET_BYTES, "big")):
+                continue
+            off = tuple(c for c in parties if c not in used
+                        and _combine(_lagrange(basis, x_of(c)), values) != shares[c])
+            return secret.to_bytes(SECRET_BYTES, "big"), off
+    raise ValueError(f"no subset of the {len(parties)} shares reconstructs a secret that checks")
 
 
 def encode_share(y: int) -> bytes:

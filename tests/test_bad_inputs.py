@@ -99,6 +99,6 @@ def test_too_short_training_is_warned_and_recorded(config_file, tmp_path, capsys
     assert main(["run", str(config_file), "--out", str(out), "--quiet", "--rounds", "1", "--cycles", "1"]) == 0
     captured = capsys.readouterr()
     assert "secure-fal run: warning: training: a client with the median initial labeled set" in captured.err
-    assert "lr x steps = 0.100 < 0.25" in captured.err
+    assert "lr x steps = 0.100 < 0.12" in captured.err
     warnings = json.loads((out / "results.json").read_text())["warnings"]
     assert len(warnings) == 1 and warnings[0] in captured.out

@@ -4,7 +4,9 @@ The measure is the distance plain SGD can travel in one cycle: ``reach = sum ove
 for a client holding the median initial labeled set (steps = local passes x ceil(n / batch_size), per FedAvg round
 with its lr decay; for the non-federated bounds, ``alone_epochs`` passes). Calibrated on the bundled digits with
 the reference CNN (``examples/configs/fairfal_digits.toml``, one cycle): reach 0.08 gave 10 % test accuracy
-(chance), 0.12 gave 21 %, 0.25 gave 36 %, 0.49 gave 70 %. Below ``MIN_REACH`` a warning names the keys to raise.
+(chance), 0.12 gave 21 %, 0.25 gave 36 %, 0.49 gave 70 %; on Fashion-MNIST-LT (the reduced FairFAL schedule,
+``examples/configs/fairfal_fmnist_lt_alpha0.1_reduced.toml``) reach 0.246 gave 51 %. Below ``MIN_REACH``, where
+digits stayed at chance, a warning names the keys to raise.
 Momentum is left out (the same for every config of a comparison), so read the threshold as a rule of thumb.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 
 from .config import ExperimentConfig
 
-MIN_REACH = 0.25
+MIN_REACH = 0.12
 """lr-weighted SGD steps per cycle below which a warning is given."""
 CHANCE_MARGIN = 1.5
 """A final accuracy below CHANCE_MARGIN / number of classes is reported as near chance."""

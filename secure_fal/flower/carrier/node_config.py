@@ -12,7 +12,6 @@ from .envelope import NodePolicy
 DEFAULT_PROTOCOLS = "masking"
 
 
-
 def client_id_of(context: Context) -> int:
     """This node's client id: node config ``client-id``, else ``partition-id`` (simulation engine)."""
     for key in ("client-id", "partition-id"):
@@ -23,7 +22,6 @@ def client_id_of(context: Context) -> int:
             return value
     raise InputError("node config has neither 'client-id' nor 'partition-id' "
                      "(start the SuperNode with --node-config \"client-id=<int>\")", field="client-id")
-
 
 
 def policy_of(context: Context, default_protocols: str = DEFAULT_PROTOCOLS) -> NodePolicy:

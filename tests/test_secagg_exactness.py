@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secure_fal.secagg import Aggregator, Faults
+from secure_fal.secagg import Aggregator, Faults, MessageError
 from secure_fal.secagg.ckks.params import CKKSParams, RoundPlan
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
@@ -99,9 +99,17 @@ def test_ckks_outside_the_guaranteed_regime_stays_within_its_bound():
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(2, 30), length=st.integers(1, 3000), seed=st.integers(0, 2**16),
+@given(n=st.integers(3, 30), length=st.integers(1, 3000), seed=st.integers(0, 2**16),
        protocol=st.sampled_from(["plaintext", "ckks"]), data=st.data())
 def test_dropout_sums_the_survivors(n, length, seed, protocol, data):
+    # at least 2 survivors: a CKKS decryptor refuses to decrypt a "sum" of one input (node policy min-clients 2)
     ids = list(range(n))
-    dropped = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=n - 1, unique=True))
+    dropped = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=n - 2, unique=True))
     check_round(protocol, make_inputs(ids, length, 1.0, seed), 1.0, 24, seed, drop={c: "input" for c in dropped})
+
+
+def test_ckks_refuses_to_decrypt_a_single_survivors_input():
+    protocol_or_skip("ckks")
+    agg = Aggregator("ckks", [0, 1, 2], frac_bits=24, seed=1)
+    with pytest.raises(MessageError, match="refusing to decrypt a sum of 1 contributors"):
+        agg.sum(make_inputs([0, 1, 2], 10, 1.0, seed=1), bound=1.0, faults=Faults(drop={0: "input", 2: "input"}))

@@ -230,7 +230,46 @@ def run_run(args: argparse.Namespace) -> int:
         print(f"secure-fal run: error: {exc}", file=sys.stderr)
         return 1
     print(results_table(results))
+    privacy = results["privacy"]
+    if privacy["enabled"]:
+        spent = privacy["epsilon_spent"]
+        print(f"differential privacy ({privacy['mechanism']}, noise multiplier {privacy['noise_multiplier']:.4g}): "
+              f"epsilon spent {spent['total']:.4g} at delta {spent['delta']:g} over {spent['releases']} noised sums "
+              f"(client level; `secure-fal ledger {out}` lists them)")
     print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}")
+    return 0
+
+
+# -- ledger -----------------------------------------------------------------------------------------------
+
+def add_ledger(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "ledger", help="print a run's privacy ledger: what the server learned from every sum, and the epsilon spent",
+        description="Reads RUN_DIR/results.json and prints one line per value the server learned (every secure sum "
+                    "of the run: cycle, round, statistic kind, shape, protocol, contributors, mechanism, noise, what "
+                    "the server learned; then the values it received in the clear), and the epsilon spent.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory (holding results.json)")
+    p.set_defaults(func=run_ledger)
+
+
+def run_ledger(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .secagg.privacy.ledger import format_ledger
+
+    path = Path(args.run_dir) / "results.json"
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"secure-fal ledger: error: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    if "privacy_ledger" not in results:
+        print(f"secure-fal ledger: error: {path} has no privacy ledger (written before ledgers existed)",
+              file=sys.stderr)
+        return 1
+    print(format_ledger(results["privacy_ledger"], results.get("privacy")))
     return 0
 
 
@@ -355,7 +394,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 # -- entry point ------------------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_flower_app, add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_ledger, add_flower_app,
+                                                                 add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,10 +29,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..device import seed_everything
-from ..secagg import CostTotals, Faults
+from ..secagg import CostTotals, Faults, PrivacySession
+from ..secagg.privacy.ledger import disclosure_entry
 from ..strategies import ClientPools, Cycle, Strategy
 from .config import ExperimentConfig, config_differences
 from .plot import plot_learning_curve
+from .privacy import build_privacy, privacy_summary
 from .setup import (build_aggregator, build_pools, build_strategy, build_trainer, cycle_budget, initial_labeled,
                     split_budget)
 
@@ -90,8 +92,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     Each cycle record holds: cycle, labeled (count), labeled_fraction, labeled_per_client, class_histogram of
     the labeled set trained on, accuracy, client_accuracies (client-alone only), budgets and selected_per_client
     and selected_class_histogram (not in the last cycle), details (strategy specific, e.g. FairFAL's
-    model_choice per client), secure_aggregation (rounds, total_bytes, server_seconds, client_seconds, values
-    of the cycle's session), plaintext_reference (same keys; only with ``plaintext_reference``),
+    model_choice per client), privacy_ledger (what the server learned: one entry per secure sum of the cycle's
+    session, then the selected counts it received in the clear), secure_aggregation (rounds, total_bytes,
+    server_seconds, client_seconds, values of the cycle's session), plaintext_reference (same keys; only with ``plaintext_reference``),
     train_seconds, select_seconds, seconds (wall seconds).
     """
     started = time.perf_counter()
@@ -103,10 +106,13 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     trainer = build_trainer(config, pools)
     strategy = build_strategy(config, pools, trainer)
     budget = cycle_budget(config, len(pools.y))
+    privacy = build_privacy(config, pools, trainer, budget) if strategy.federated else None
 
     if resume:
         state = load_checkpoint(checkpoint_path, config)
         strategy.load_state_dict(state.strategy_state)
+        if privacy is not None:
+            privacy.restore([e for record in state.records for e in record["privacy_ledger"]])
     elif checkpoint_path.exists():
         raise ResumeError(f"{out} already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it or "
                           "choose another output directory")
@@ -119,7 +125,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                   initial=len(state.records), total=config.active.cycles, disable=not show, unit="cycle")
     for c in cycles:
         plan = None if faults is None else functools.partial(faults, c)
-        record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show, plan, plaintext_reference)
+        record = _run_cycle(config, pools, strategy, state.labeled, c, budget, show, plan, plaintext_reference,
+                            privacy)
         state.records.append(record)
         state.strategy_state = strategy.state_dict()
         state.wall_seconds = prior_seconds + time.perf_counter() - started
@@ -130,7 +137,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     cycles.close()
 
     state.wall_seconds = prior_seconds + time.perf_counter() - started
-    results = results_document(config, pools, budget, state)
+    results = results_document(config, pools, budget, state, privacy_summary(config, privacy))
     _write_json(out / RESULTS_FILE, results)
     plot_learning_curve(results, out / CURVE_FILE)
     return results
@@ -138,11 +145,11 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
 
 def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy, labeled: list[np.ndarray],
                c: int, budget: int, show: bool, fault_plan: Callable[[int], Faults | None] | None,
-               plaintext_reference: bool = False) -> dict:
+               plaintext_reference: bool = False, privacy: PrivacySession | None = None) -> dict:
     """One cycle: train + evaluate, then (not in the last cycle) select and label. Updates ``labeled``."""
     t0 = time.perf_counter()
-    aggregator = (build_aggregator(config, pools.n_clients, c, fault_plan, plaintext_reference=plaintext_reference)
-                  if strategy.federated else None)
+    aggregator = (build_aggregator(config, pools.n_clients, c, fault_plan, plaintext_reference=plaintext_reference,
+                                   privacy=privacy) if strategy.federated else None)
     rounds = tqdm(total=config.training.rounds, desc=f"cycle {c} FedAvg", leave=False, disable=not show,
                   unit="round")
 
@@ -177,6 +184,12 @@ def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy,
                       selected_class_histogram=_histogram(pools, np.concatenate(selection.picks)),
                       details=selection.details)
     t2 = time.perf_counter()
+    ledger = [] if aggregator is None else [{"cycle": c, **entry} for entry in aggregator.ledger]
+    if aggregator is not None and "selected_per_client" in record:
+        ledger.append({"cycle": c, **disclosure_entry(
+            kind="selected-counts", shape=[pools.n_clients],
+            learned_text=f"how many samples each client labeled, in the clear: {record['selected_per_client']}")})
+    record["privacy_ledger"] = ledger
     record["secure_aggregation"] = (aggregator.totals if aggregator is not None else CostTotals()).to_dict()
     if plaintext_reference:
         reference = getattr(aggregator, "reference_totals", None)
@@ -214,9 +227,11 @@ def _histogram(pools: ClientPools, indices: np.ndarray) -> list[int]:
 
 # -- documents --------------------------------------------------------------------------------------------
 
-def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState) -> dict:
+def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState,
+                     privacy: dict | None = None) -> dict:
     """The results.json content: config, data sizes, per-cycle records, secure-aggregation totals (and
-    ``plaintext_reference`` totals when the run measured them), wall time."""
+    ``plaintext_reference`` totals when the run measured them), wall time; ``privacy_ledger`` (every cycle's
+    ledger entries in order) and ``privacy`` (``experiment.privacy.privacy_summary``; default: off)."""
     totals: dict[str, float] = {}
     reference: dict[str, float] = {}
     for record in state.records:
@@ -238,6 +253,8 @@ def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, 
         "secure_aggregation": totals,
         "wall_seconds": state.wall_seconds,
         "strategy_state": state.strategy_state,
+        "privacy_ledger": [e for record in state.records for e in record.get("privacy_ledger", [])],
+        "privacy": privacy if privacy is not None else {"enabled": False},
     }
     if reference:
         doc["plaintext_reference"] = reference

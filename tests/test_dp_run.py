@@ -62,3 +62,22 @@ def test_config_over_budget_is_refused_before_start(tmp_path):
 def test_invalid_privacy_configs(overrides, message):
     with pytest.raises(ConfigError, match=message):
         tiny(privacy__epsilon=4.0, **overrides)
+
+
+def test_resumed_dp_run_recharges_the_finished_cycles(tmp_path):
+    config = tiny(privacy__noise_multiplier=3.0, privacy__noise_seed=0)
+    full = run_experiment(config, tmp_path / "full", quiet=True)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first(record):
+        if record["cycle"] == 0:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_experiment(config, tmp_path / "crashed", quiet=True, on_cycle=crash_after_first)
+    resumed = run_experiment(config, tmp_path / "crashed", resume=True, quiet=True)
+    assert resumed["privacy"]["epsilon_spent"] == full["privacy"]["epsilon_spent"]
+    assert resumed["privacy_ledger"] == full["privacy_ledger"]
+    assert [c["accuracy"] for c in resumed["cycles"]] == [c["accuracy"] for c in full["cycles"]]

@@ -311,6 +311,9 @@ def run_flower_app(args: argparse.Namespace) -> int:
         if config.active.strategy not in FLOWER_STRATEGIES:
             raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
                               f"{', '.join(FLOWER_STRATEGIES)}")
+        if config.privacy.enabled:
+            raise ConfigError("privacy: differential privacy runs in the in-process runner (secure-fal run), not yet "
+                              "over Flower (protocols/dp.md, 'Not covered')")
     except (ConfigError, FileNotFoundError) as exc:
         print(f"secure-fal flower-app: error: {exc}", file=sys.stderr)
         return 1

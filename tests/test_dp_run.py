@@ -81,3 +81,10 @@ def test_resumed_dp_run_recharges_the_finished_cycles(tmp_path):
     assert resumed["privacy"]["epsilon_spent"] == full["privacy"]["epsilon_spent"]
     assert resumed["privacy_ledger"] == full["privacy_ledger"]
     assert [c["accuracy"] for c in resumed["cycles"]] == [c["accuracy"] for c in full["cycles"]]
+
+
+def test_flower_app_refuses_a_dp_config(tmp_path, capsys):
+    pytest.importorskip("flwr")
+    assert main(["flower-app", "examples/configs/fairfal_digits.toml", "--out", str(tmp_path / "app"),
+                 "--set", "privacy.epsilon=4"]) == 1
+    assert "not yet over Flower" in capsys.readouterr().err

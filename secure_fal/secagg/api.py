@@ -170,7 +170,7 @@ class Aggregator:
                 take part in this round, nor do those the protocol leaves out (``round_clients``: in
                 session-mode masking, the clients that hold no keys of the current setup).
             bound: public bound on every |coordinate|; inputs beyond it raise InputError, or are clipped
-                when ``clip`` is True.
+                when ``clip`` is True (under DP the statistic's L2 clip replaces both).
             faults: optional dropout / message-fault plan (tests and benchmarks); default: the session's
                 ``fault_plan`` for this round, if any.
             statistic: what is summed (kind, L2 bound; ``privacy.Statistic``): recorded in ``ledger``, and required
@@ -195,7 +195,7 @@ class Aggregator:
                                  f" {length} (client {first})", client=cid, round_id=self.round_id + 1,
                                  field="vector")
         if self.privacy is not None:
-            return self._private_sum(inputs, length, bound, clip, faults, statistic)
+            return self._private_sum(inputs, length, faults, statistic)
         result = self._round(inputs, length, bound, self.frac_bits, clip, faults)
         self.ledger.append(sum_entry(round_id=self.round_id, kind=statistic and statistic.kind, length=length,
                                      protocol=self.name, contributors=result.contributors, cal=None))
@@ -222,16 +222,16 @@ class Aggregator:
         self.reports.append(report)
         return SumResult(server.result, server.contributors, report)
 
-    def _private_sum(self, inputs: Mapping[int, np.ndarray], length: int, bound: float, clip: bool,
-                     faults: Faults | None, statistic: Statistic | None) -> SumResult:
+    def _private_sum(self, inputs: Mapping[int, np.ndarray], length: int, faults: Faults | None,
+                     statistic: Statistic | None) -> SumResult:
         """``sum`` under the session's privacy mechanism (protocols/dp.md)."""
         round_id = self.round_id + 1
         if statistic is None:
             raise InputError("a differentially private session needs every sum to declare its statistic "
                              "(Statistic(kind, l2_bound))", round_id=round_id, field="statistic")
         if statistic.exact:
-            raise PrivacyError(f"round {round_id}, field {statistic.kind!r}: this statistic needs the exact sum and "
-                               "cannot be noised (FAL-Global without quota: use quota = true under DP)")
+            raise PrivacyError("this statistic needs the exact sum and cannot be noised (FAL-Global without quota: use "
+                               "quota = true under DP)", round_id=round_id, field=statistic.kind)
         for cid, x in inputs.items():      # the L2 clip bounds every input; only non-finite values are refused
             bad = np.flatnonzero(~np.isfinite(np.asarray(x, dtype=np.float64)))
             if len(bad):
@@ -239,8 +239,8 @@ class Aggregator:
                                  field="vector")
         cal = self.privacy.calibration(statistic, length)
         if cal.mechanism == "central-gaussian" and self.name != "plaintext":
-            raise PrivacyError(f"round {round_id}, field 'mechanism': central-gaussian adds the noise at the server and "
-                               f"only runs under the plaintext protocol, not {self.name}")
+            raise PrivacyError(f"central-gaussian adds the noise at the server and only runs under the plaintext "
+                               f"protocol, not {self.name}", round_id=round_id, field="mechanism")
         self.privacy.charge(statistic.kind, cal, round_id)
         if cal.mechanism == "central-gaussian":
             clipped = {cid: clip_l2(x, cal.clip) for cid, x in inputs.items()}
@@ -254,8 +254,8 @@ class Aggregator:
             res = self._round(encoded, cal.padded, float(2 ** (cal.bits - 1)), 0, False, faults)
             total = cal.decode(res.total, signs)
         if len(res.contributors) < cal.min_contributors:
-            raise PrivacyError(f"round {round_id}, field 'contributors': {len(res.contributors)} contributors, fewer "
-                               f"than the {cal.min_contributors} the noise is calibrated for; the sum is withheld")
+            raise PrivacyError(f"{len(res.contributors)} contributors, fewer than the {cal.min_contributors} the noise is "
+                               "calibrated for; the sum is withheld", round_id=round_id, field="contributors")
         self.ledger.append(sum_entry(round_id=round_id, kind=statistic.kind, length=length, protocol=self.name,
                                      contributors=res.contributors, cal=cal))
         return SumResult(total, res.contributors, res.report)

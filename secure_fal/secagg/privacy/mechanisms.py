@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SecAggError
 from .samplers import MAX_GAUSSIAN_VARIANCE, NoiseSource, discrete_gaussian, gaussian_variance, skellam
 
 MECHANISMS = ("ddg", "skellam", "central-gaussian")
@@ -38,8 +39,9 @@ DISTRIBUTED = ("ddg", "skellam")
 MAX_ROUNDING_TRIES = 1000
 
 
-class PrivacyError(ValueError):
-    """A privacy setting cannot be honoured (too few bits, budget exceeded, too few contributors, ...)."""
+class PrivacyError(SecAggError, ValueError):
+    """A privacy setting cannot be honoured (too few bits, budget exceeded, too few contributors, ...); names the
+    client, round and field where there is one."""
 
 
 def clip_l2(x: np.ndarray, bound: float) -> np.ndarray:
@@ -108,8 +110,8 @@ def conditional_round(x: np.ndarray, bound: float, src: NoiseSource, *, client: 
         q = (low + up).astype(np.int64)
         if float(np.dot(q.astype(np.float64), q.astype(np.float64))) <= bound * bound:
             return q
-    raise PrivacyError(f"client {client}, round {round_id}, field 'vector': conditional rounding found no rounding "
-                       f"within the L2 bound in {MAX_ROUNDING_TRIES} tries")
+    raise PrivacyError(f"conditional rounding found no rounding within the L2 bound in {MAX_ROUNDING_TRIES} tries",
+                       client=client, round_id=round_id, field="vector")
 
 
 def centred_mod(q: np.ndarray, bits: int) -> np.ndarray:
@@ -195,10 +197,10 @@ class Calibration:
         return unrotate(q.astype(np.float64) * self.gamma, signs, self.length)
 
 
-def headroom_std(cal_gamma: float, clip: float, d: int, n: int, share_variance: float) -> float:
+def headroom_std(gamma: float, clip: float, d: int, n: int, share_variance: float) -> float:
     """Std (grid units) the modulus must cover, worst case: n aligned inputs of norm c spread over d coordinates,
     n roundings (variance 1/4 each) and n noise shares."""
-    return math.sqrt((clip / cal_gamma) ** 2 * n * n / d + n / 4 + n * share_variance)
+    return math.sqrt((clip / gamma) ** 2 * n * n / d + n / 4 + n * share_variance)
 
 
 def calibrate(mechanism: str, *, length: int, clip: float, noise_multiplier: float, bits: int,

@@ -116,6 +116,7 @@ class PrivacySession:
         return self.settings.mechanism in DISTRIBUTED
 
     def clip_for(self, statistic: Statistic) -> float:
+        """The L2 bound c a client's vector of ``statistic`` is clipped to (input units)."""
         return self.settings.clip_norm if statistic.l2_bound is None else statistic.l2_bound
 
     def calibration(self, statistic: Statistic, length: int) -> Calibration:
@@ -136,8 +137,8 @@ class PrivacySession:
         if budget is not None:
             after = epsilon([*self._curves.values(), curve], self.settings.delta)
             if after > budget * (1 + 1e-9):
-                raise PrivacyError(f"round {round_id}, field {kind!r}: this release would raise the run's epsilon to "
-                                   f"{after:.4g}, over the budget {budget:g} by {after - budget:.4g}; refused")
+                raise PrivacyError(f"this release would raise the run's epsilon to {after:.4g}, over the budget "
+                                   f"{budget:g} by {after - budget:.4g}; refused", round_id=round_id, field=kind)
         self._add(kind, cal, curve)
 
     def _add(self, kind: str, cal: Calibration, curve: np.ndarray) -> None:

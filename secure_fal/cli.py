@@ -159,6 +159,39 @@ def format_table(rows: Sequence[tuple[str, str]]) -> str:
     return "\n".join([rule, *(f"{k:<{width}}  {v}" for k, v in rows), rule])
 
 
+# -- ledger -----------------------------------------------------------------------------------------------
+
+def add_ledger(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "ledger", help="print a run's privacy ledger: what the server learned from every sum, and the epsilon spent",
+        description="Reads RUN_DIR/results.json and prints one line per value the server learned (every secure sum "
+                    "of the run: cycle, round, statistic kind, shape, protocol, contributors, mechanism, noise, what "
+                    "the server learned; then the values it received in the clear), and the epsilon spent.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory (holding results.json)")
+    p.set_defaults(func=run_ledger)
+
+
+def run_ledger(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .secagg.privacy.ledger import format_ledger
+
+    path = Path(args.run_dir) / "results.json"
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"secure-fal ledger: error: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    if "privacy_ledger" not in results:
+        print(f"secure-fal ledger: error: {path} has no privacy ledger (written before ledgers existed)",
+              file=sys.stderr)
+        return 1
+    print(format_ledger(results["privacy_ledger"], results.get("privacy")))
+    return 0
+
+
 # -- flower-app -------------------------------------------------------------------------------------------
 
 def add_flower_app(subparsers: argparse._SubParsersAction) -> None:
@@ -194,6 +227,9 @@ def run_flower_app(args: argparse.Namespace) -> int:
     if config.active.strategy not in FLOWER_STRATEGIES:
         raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
                           f"{', '.join(FLOWER_STRATEGIES)}")
+    if config.privacy.enabled:
+        raise ConfigError("privacy: differential privacy runs in the in-process runner (secure-fal run), not yet "
+                          "over Flower (protocols/dp.md, 'Not covered')")
     out = write_app_dir(args.out, FalSettings().to_run_config(), name="secure-fal-fal", what="FAL experiments",
                         apps=FAL_APPS)
     run_config = fal_run_config(config, timeout=args.timeout, min_nodes=args.min_nodes or config.data.clients,
@@ -275,7 +311,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
 # -- entry point ------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_run, add_sweep, add_compare,
-                                                                 add_flower_app, add_bench]
+                                                                 add_ledger, add_flower_app, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,9 +117,16 @@ def run_run(args: argparse.Namespace) -> int:
     table = CycleTable(config.active.strategy)
     if not args.resume:
         print(run_title(config.to_dict(), config.active.sampler_name), table.head(), sep="\n", flush=True)
+    on_cycle = None if args.resume else lambda record: print(table.row(record), flush=True)
     results = run_experiment(config, out, resume=args.resume, quiet=args.quiet, log_every=args.log_every,
-                             tensorboard=args.tensorboard, save_model=args.save_model, on_cycle=None if args.resume else lambda record: print(table.row(record), flush=True))
+                             tensorboard=args.tensorboard, save_model=args.save_model, on_cycle=on_cycle)
     print(results_table(results) if args.resume else results_footer(results))
+    privacy = results["privacy"]
+    if privacy["enabled"]:
+        spent = privacy["epsilon_spent"]
+        print(f"differential privacy ({privacy['mechanism']}, noise multiplier {privacy['noise_multiplier']:.4g}): "
+              f"epsilon spent {spent['total']:.4g} at delta {spent['delta']:g} over {spent['releases']} noised sums "
+              f"(client level; `secure-fal ledger {out}` lists them)")
     print(f"wrote {out / RESULTS_FILE}, {out / CURVE_FILE}, {out / CYCLES_CSV}")
     return 0
 

@@ -66,6 +66,20 @@ Layout (every key optional; defaults are the FairFAL/LoGo reference settings of 
     frac_bits = 24              # fixed-point precision of every secure sum
     options = {}                # protocol constructor arguments
 
+    [privacy]                   # distributed DP on every secure sum (protocols/dp.md); off unless epsilon or
+                                # noise_multiplier is set
+    epsilon = 4.0               # the run's budget: the noise is calibrated to spend at most this (client level)
+    noise_multiplier = 1.0      # or fix the noise (std / L2 sensitivity); with epsilon too, the run is refused
+                                # before it starts when its planned releases would spend more than epsilon
+    delta = 1e-5
+    mechanism = "ddg"           # ddg (distributed discrete Gaussian) | skellam | central-gaussian (plaintext only)
+    clip_norm = 1.0             # L2 bound of one client's FedAvg update
+    bits = 20                   # modulus 2^bits of the noisy sums (bits per coordinate)
+    headroom = 4.0              # standard deviations of the noisy sum the modulus covers
+    min_contributors = 7        # fewest contributors the noise is calibrated for (omit: masking's threshold
+                                # floor(2n/3) + 1 under masking, else every client); a sum with fewer is withheld
+    noise_seed = 0              # omit: noise keys from the OS; an int: reproducible noise (experiments, tests)
+
 Overrides are dotted keys ("training.rounds", "secure.options.threshold") with Python values; an unknown
 key, a wrong type or an out-of-range value raises ``ConfigError`` naming the key.
 """
@@ -246,6 +260,41 @@ class SecureConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy of every secure sum (see the module docstring); off unless ``epsilon`` or
+    ``noise_multiplier`` is set."""
+
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float = 1e-5
+    mechanism: str = "ddg"
+    clip_norm: float = 1.0
+    bits: int = 20
+    headroom: float = 4.0
+    min_contributors: int | None = None
+    noise_seed: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+    def check(self) -> None:
+        from ..secagg.privacy import MECHANISMS
+
+        _choice("privacy.mechanism", self.mechanism, MECHANISMS)
+        if self.epsilon is not None:
+            _require("privacy.epsilon", self.epsilon, self.epsilon > 0, "> 0")
+        if self.noise_multiplier is not None:
+            _require("privacy.noise_multiplier", self.noise_multiplier, self.noise_multiplier > 0, "> 0")
+        _require("privacy.delta", self.delta, 0 < self.delta < 1, "in (0, 1)")
+        _require("privacy.clip_norm", self.clip_norm, self.clip_norm > 0, "> 0")
+        _require("privacy.bits", self.bits, 8 <= self.bits <= 40, "in [8, 40]")
+        _require("privacy.headroom", self.headroom, self.headroom >= 1, ">= 1")
+        if self.min_contributors is not None:
+            _require("privacy.min_contributors", self.min_contributors, self.min_contributors >= 1, ">= 1")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment; ``to_dict`` is what results and checkpoints record (and what resume compares)."""
 
@@ -256,16 +305,32 @@ class ExperimentConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     active: ActiveConfig = field(default_factory=ActiveConfig)
     secure: SecureConfig = field(default_factory=SecureConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         _require("seed", self.seed, self.seed >= 0, ">= 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for section in (self.data, self.training, self.active, self.secure):
+        for section in (self.data, self.training, self.active, self.secure, self.privacy):
             section.check()
+        if self.privacy.enabled:
+            p = self.privacy
+            if p.mechanism == "central-gaussian" and self.secure.protocol != "plaintext":
+                raise ConfigError(f"privacy.mechanism: central-gaussian adds noise at the server and needs "
+                                  f"secure.protocol = plaintext, got {self.secure.protocol!r}")
+            if self.active.strategy == "fal-global" and not self.active.quota:
+                raise ConfigError("active.quota: FAL-Global without quota needs the exact ownership counts, which "
+                                  "differential privacy cannot noise; use quota = true with [privacy]")
+            if p.min_contributors is not None and p.min_contributors > self.data.clients:
+                raise ConfigError(f"privacy.min_contributors: expected at most data.clients = {self.data.clients}, "
+                                  f"got {p.min_contributors}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every section; [privacy] only when enabled (a run without DP records the config it always did)."""
+        out = dataclasses.asdict(self)
+        if not self.privacy.enabled:
+            del out["privacy"]
+        return out
 
     def strategy_options(self) -> dict[str, Any]:
         """Constructor options of the chosen strategy class."""

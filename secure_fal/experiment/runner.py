@@ -30,7 +30,8 @@ import numpy as np
 
 from ..device import seed_everything
 from ..federated import RoundRecord
-from ..secagg import CostTotals, Faults
+from ..secagg import CostTotals, Faults, PrivacySession
+from ..secagg.privacy.ledger import disclosure_entry
 from ..strategies import ClientPools, Cycle, Strategy
 from . import choices
 from .checkpoint import CHECKPOINT_FILE, ResumeError, RunState, checkpoint_document, load_checkpoint
@@ -41,6 +42,7 @@ from .metrics_log import MetricsLog
 from .progress import Progress
 from .provenance import provenance
 from .plot import plot_learning_curve
+from .privacy import build_privacy, privacy_summary
 from .setup import (build_aggregator, build_pools, build_strategy, build_trainer, cycle_budget, initial_labeled,
                     split_budget)
 
@@ -87,8 +89,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     class shares, ``metrics.mix_accuracies``), client_accuracies (client-alone only: each local model's test
     accuracy), budgets and selected_per_client
     and selected_class_histogram (not in the last cycle), details (strategy specific, e.g. FairFAL's
-    model_choice per client), secure_aggregation (rounds, total_bytes, server_seconds, client_seconds, values
-    of the cycle's session), plaintext_reference (same keys; only with ``plaintext_reference``),
+    model_choice per client), privacy_ledger (what the server learned: one entry per secure sum of the cycle's
+    session, then the selected counts it received in the clear), secure_aggregation (rounds, total_bytes,
+    server_seconds, client_seconds, values of the cycle's session), plaintext_reference (same keys; only with ``plaintext_reference``),
     train_seconds, select_seconds, seconds (wall seconds).
     """
     started = time.perf_counter()
@@ -100,6 +103,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     trainer = build_trainer(config, pools)
     strategy = build_strategy(config, pools, trainer)
     budget = cycle_budget(config, len(pools.y))
+    privacy = build_privacy(config, pools, trainer, budget) if strategy.federated else None
 
     if resume:
         state = load_checkpoint(checkpoint_path, config, pools)
@@ -107,6 +111,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
             state.records.pop()                      # a finished run extended: its last cycle is redone to select
             state.strategy_state = state.strategy_state_before
         strategy.load_state_dict(state.strategy_state)
+        if privacy is not None:
+            privacy.restore([e for record in state.records for e in record["privacy_ledger"]])
     elif checkpoint_path.exists():
         raise ResumeError(f"{out} already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it or "
                           "choose another output directory")
@@ -135,7 +141,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                 logs.round_done(c, round_record)
 
             record = _run_cycle(config, pools, strategy, state.labeled, c, budget, on_round, plan,
-                                plaintext_reference)
+                                plaintext_reference, privacy)
             state.records.append(record)
             state.strategy_state = strategy.state_dict()
             state.wall_seconds = prior_seconds + time.perf_counter() - started
@@ -151,7 +157,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
         logs.close()
 
     state.wall_seconds = prior_seconds + time.perf_counter() - started
-    results = results_document(config, pools, budget, state, str(trainer.device))
+    results = results_document(config, pools, budget, state, str(trainer.device),
+                               privacy_summary(config, privacy))
     _write_json(out / RESULTS_FILE, results)
     plot_learning_curve(results, out / CURVE_FILE)
     return results
@@ -159,11 +166,12 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
 
 def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy, labeled: list[np.ndarray],
                c: int, budget: int, on_round: Callable[[RoundRecord], None],
-               fault_plan: Callable[[int], Faults | None] | None, plaintext_reference: bool = False) -> dict:
+               fault_plan: Callable[[int], Faults | None] | None, plaintext_reference: bool = False,
+               privacy: PrivacySession | None = None) -> dict:
     """One cycle: train + evaluate, then (not in the last cycle) select and label. Updates ``labeled``."""
     t0 = time.perf_counter()
-    aggregator = (build_aggregator(config, pools.n_clients, c, fault_plan, plaintext_reference=plaintext_reference)
-                  if strategy.federated else None)
+    aggregator = (build_aggregator(config, pools.n_clients, c, fault_plan, plaintext_reference=plaintext_reference,
+                                   privacy=privacy) if strategy.federated else None)
     rounds: list[RoundRecord] = []
 
     def seen(round_record: RoundRecord) -> None:
@@ -201,6 +209,12 @@ def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy,
                       selected_class_histogram=_histogram(pools, np.concatenate(selection.picks)),
                       details=selection.details)
     t2 = time.perf_counter()
+    ledger = [] if aggregator is None else [{"cycle": c, **entry} for entry in aggregator.ledger]
+    if aggregator is not None and "selected_per_client" in record:
+        ledger.append({"cycle": c, **disclosure_entry(
+            kind="selected-counts", shape=[pools.n_clients],
+            learned_text=f"how many samples each client labeled, in the clear: {record['selected_per_client']}")})
+    record["privacy_ledger"] = ledger
     record["secure_aggregation"] = (aggregator.totals if aggregator is not None else CostTotals()).to_dict()
     if plaintext_reference:
         reference = getattr(aggregator, "reference_totals", None)
@@ -258,10 +272,13 @@ def _histogram(pools: ClientPools, indices: np.ndarray) -> list[int]:
 
 # -- documents --------------------------------------------------------------------------------------------
 
-def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState, device: str) -> dict:
+def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, state: RunState, device: str,
+                     privacy: dict | None = None) -> dict:
     """The results.json content: config, data sizes and the split's per-client class histograms, per-cycle records,
     final accuracy and worst-class accuracy, secure-aggregation totals (and ``plaintext_reference`` totals when the
-    run measured them), wall time, warnings, provenance (``provenance.provenance`` with ``device`` resolved)."""
+    run measured them), wall time, warnings, provenance (``provenance.provenance`` with ``device`` resolved);
+    ``privacy_ledger`` (every cycle's ledger entries in order) and ``privacy`` (``experiment.privacy.privacy_summary``;
+    default: off)."""
     totals: dict[str, float] = {}
     reference: dict[str, float] = {}
     for record in state.records:
@@ -287,6 +304,8 @@ def results_document(config: ExperimentConfig, pools: ClientPools, budget: int, 
         "strategy_state": state.strategy_state,
         "warnings": [],
         "provenance": provenance(device),
+        "privacy_ledger": [e for record in state.records for e in record.get("privacy_ledger", [])],
+        "privacy": privacy if privacy is not None else {"enabled": False},
     }
     if state.records:
         text = short_training_warning(config, state.records[0]["labeled_per_client"], pools.num_classes,

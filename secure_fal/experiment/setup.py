@@ -14,7 +14,7 @@ from ..federated import FedAvgConfig, SGDConfig
 from ..models import build_model, check_model
 from ..plugins import is_plugin
 from ..sampling import get_sampler
-from ..secagg import Aggregator, CostTotals, Faults
+from ..secagg import Aggregator, CostTotals, Faults, PrivacySession
 from ..strategies import ClientPools, Strategy, Trainer, derive_seed, get_strategy
 from .config import ConfigError, ExperimentConfig
 
@@ -122,22 +122,24 @@ class ReferencedAggregator(Aggregator):
         """Bytes and seconds of the plaintext rounds that mirror this session's rounds."""
         return self.reference.totals
 
-    def sum(self, inputs, *, bound, clip=False, faults=None):
-        result = super().sum(inputs, bound=bound, clip=clip, faults=faults)
+    def sum(self, inputs, *, bound, clip=False, faults=None, statistic=None):
+        result = super().sum(inputs, bound=bound, clip=clip, faults=faults, statistic=statistic)
         self.reference.sum({cid: inputs[cid] for cid in result.contributors}, bound=bound, clip=clip)
         return result
 
 
 def build_aggregator(config: ExperimentConfig, n_clients: int, cycle: int,
                      fault_plan: Callable[[int], Faults | None] | None = None, *,
-                     plaintext_reference: bool = False) -> Aggregator:
+                     plaintext_reference: bool = False, privacy: PrivacySession | None = None) -> Aggregator:
     """The secure-aggregation session of one cycle (a new session per cycle, seeded by (seed, cycle)); the
     optional ``fault_plan`` (round id -> Faults) injects faults into its sums. With ``plaintext_reference``
-    the session is a ``ReferencedAggregator`` (every sum repeated under plaintext to measure its cost)."""
+    the session is a ``ReferencedAggregator`` (every sum repeated under plaintext to measure its cost). ``privacy``:
+    the run's differential-privacy session (``experiment.privacy.build_privacy``), shared by every cycle."""
     cls = ReferencedAggregator if plaintext_reference else Aggregator
     try:
         return cls(config.secure.protocol, range(n_clients), frac_bits=config.secure.frac_bits,
-                   seed=derive_seed(config.seed, "secagg", cycle), fault_plan=fault_plan, **config.secure.options)
+                   seed=derive_seed(config.seed, "secagg", cycle), fault_plan=fault_plan, privacy=privacy,
+                   **config.secure.options)
     except TypeError as exc:
         raise ConfigError(f"secure.options: {exc}") from None
 

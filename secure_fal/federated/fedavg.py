@@ -12,7 +12,9 @@ out of the aggregation round is simply not in the average. This module never lea
 
 Deltas are small, so a tight public bound ``update_bound`` on every |delta| keeps the fixed-point ring
 small; an update beyond it raises InputError (naming client, round and state entry) instead of being
-clipped silently.
+clipped silently. Under differential privacy (the aggregator has a ``privacy`` session) each update is clipped to
+the L2 bound ``privacy.clip_norm`` instead, the mean is unweighted, and BatchNorm running variances are clamped
+to >= ``RUNNING_VAR_FLOOR`` after the noised mean.
 
 Integer buffers (BatchNorm's ``num_batches_tracked``) are not aggregated: the global model keeps its own
 value. The counter only matters for BatchNorm with ``momentum=None`` (a cumulative average), which
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..secagg import Aggregator, Faults, InputError
+from ..secagg import Aggregator, Faults, InputError, Statistic
 from .local import SGDConfig, evaluate, train_local
 
 ClientData = tuple[torch.Tensor, torch.Tensor]
@@ -173,6 +175,21 @@ def client_seed(seed: int, round_index: int, cid: int) -> int:
     return int(np.random.SeedSequence([seed, round_index, cid]).generate_state(1, np.uint64)[0] >> 1)
 
 
+RUNNING_VAR_FLOOR = 0.1
+"""Under differential privacy, the smallest BatchNorm running variance the global model keeps."""
+
+
+def _valid_running_vars(model: nn.Module) -> None:
+    """Clamp BatchNorm running variances to >= ``RUNNING_VAR_FLOOR``: a noised (differentially private) mean can push
+    them to 0 or below, and evaluation then divides by about sqrt(eps) per layer (logits overflow after a few
+    rounds); the floor caps that amplification at 1 / sqrt(0.1) ~ 3.2 per layer. Post-processing of the released
+    sum, so no privacy cost."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
+                module.running_var.clamp_(min=RUNNING_VAR_FLOOR)
+
+
 def _check_model(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
@@ -250,7 +267,7 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
                                     device=device)
             delta = layout.get(worker) - global_vec
             worst = int(np.argmax(np.abs(delta)))
-            if not abs(delta[worst]) <= config.update_bound:
+            if not abs(delta[worst]) <= config.update_bound and aggregator.privacy is None:
                 raise InputError(f"FedAvg round {r + 1}: update {delta[worst]!r} exceeds update_bound "
                                  f"{config.update_bound} (raise FedAvgConfig.update_bound or lower the lr)",
                                  client=k, round_id=aggregator.round_id + 1, field=layout.name_at(worst))
@@ -261,8 +278,10 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
 
         mean_delta, _, res = aggregator.weighted_mean(
             deltas, {k: float(sizes[k]) for k in ids}, bound=config.update_bound, weight_bound=weight_bound,
-            faults=faults(r) if faults else None)
+            faults=faults(r) if faults else None, statistic=Statistic("fedavg-update"))
         layout.set(model, global_vec + mean_delta)
+        if aggregator.privacy is not None:
+            _valid_running_vars(model)
 
         acc = loss = None
         if test is not None:

@@ -13,13 +13,14 @@ until no centre moves more than ``tol`` (or ``max_iter``). Spec and leakage: pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..secagg import Aggregator
+from ..secagg import Aggregator, Statistic
 from . import kmeans_stats
 
 
@@ -62,16 +63,17 @@ StatsSum = Callable[[np.ndarray], np.ndarray]
 
 
 def aggregator_stats_sum(points: Mapping[int, torch.Tensor], weights: Mapping[int, torch.Tensor],
-                         aggregator: Aggregator, bound: float) -> StatsSum:
+                         aggregator: Aggregator, bound: float, l2_bound: float) -> StatsSum:
     """The ``StatsSum`` of clients simulated in this process: every client's ``cluster_stats`` through one
-    ``aggregator.sum`` per call (public bound ``bound`` per coordinate)."""
+    ``aggregator.sum`` per call (public bound ``bound`` per coordinate, ``l2_bound`` on a client's whole vector:
+    the statistic 'kmeans-stats' it declares)."""
 
     def stats_sum(centres: np.ndarray) -> np.ndarray:
         contributions = {}
         for cid, x in points.items():
             c = torch.as_tensor(centres, dtype=torch.float64, device=x.device)
             contributions[cid] = cluster_stats(x, weights[cid], c)
-        return aggregator.sum(contributions, bound=bound).total
+        return aggregator.sum(contributions, bound=bound, statistic=Statistic("kmeans-stats", l2_bound)).total
 
     return stats_sum
 
@@ -102,6 +104,9 @@ class FederatedKMeans:
         self.k = k
         self.aggregator = aggregator
         self.bound = count_bound * max(1.0, point_bound, point_bound * point_bound)
+        # one client's [n, S, Q] with total weight W <= count_bound and ||x|| <= point_bound: ||n|| <= W,
+        # ||S|| <= W point_bound, ||Q|| <= W point_bound^2
+        self.l2_bound = count_bound * math.sqrt(1 + point_bound ** 2 + point_bound ** 4)
         self.max_iter = max_iter
         self.tol = tol
         self.refine_per_split = refine_per_split
@@ -120,7 +125,17 @@ class FederatedKMeans:
             raise ValueError("FederatedKMeans.fit needs an Aggregator; use fit_sums with a StatsSum")
         weights = weights or {c: torch.ones(len(x), device=x.device) for c, x in points.items()}
         d = next(iter(points.values())).shape[1]
-        return self.fit_sums(aggregator_stats_sum(points, weights, self.aggregator, self.bound), d)
+        return self.fit_sums(aggregator_stats_sum(points, weights, self.aggregator, self.bound, self.l2_bound), d)
+
+    def round_sizes(self) -> list[int]:
+        """The number of centres m of every secure sum ``fit_sums`` makes when Lloyd runs all ``max_iter``
+        iterations (the worst case, known before any data: a privacy accountant's plan). Each sum has m + 2 m d
+        values."""
+        sizes, m = [1], 1
+        while m < self.k:
+            m += min(max(1, int(m * self.split_fraction)), self.k - m)
+            sizes += [m] * (self.refine_per_split + 1)
+        return sizes + [self.k] * self.max_iter
 
     def fit_sums(self, stats_sum: StatsSum, d: int) -> KMeansResult:
         """The server side: cluster from summed statistics only.
@@ -132,9 +147,10 @@ class FederatedKMeans:
         """
         centres = np.zeros((1, d))
         counts, sums, squares = self._round(stats_sum, centres)
-        if counts[0] <= 0:
+        if counts[0] <= 0 and not sums.any():
             raise ValueError("federated k-means: the clients hold no points (total weight 0)")
-        centres = sums / counts[:, None]
+        # a differentially private (noised) total weight can be <= 0: the first centre is then the origin
+        centres = sums / counts[:, None] if counts[0] > 0 else np.zeros((1, d))
         while len(centres) < self.k:
             centres = self._split(centres, counts, sums, squares)
             for _ in range(self.refine_per_split):

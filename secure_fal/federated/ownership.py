@@ -12,11 +12,12 @@ protocols/ownership.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..secagg import Aggregator
+from ..secagg import Aggregator, Statistic
 
 SCORE_BITS = 24   # resolution of the quantized score in [0, score_bound]
 
@@ -101,7 +102,7 @@ def secure_owners(scores: Mapping[int, np.ndarray], aggregator: Aggregator, *, s
 
     def count_under(members, thresholds, active):
         res = aggregator.sum({c: under_threshold(k, thresholds, active) for c, k in keys_of(members).items()},
-                             bound=1.0)
+                             bound=1.0, statistic=Statistic("ownership-count", math.sqrt(m), exact=True))
         return res.total, res.contributors
 
     owner_threshold, members = owner_thresholds(tuple(scores), m, count_under, max_restarts=max_restarts)

@@ -14,10 +14,13 @@ The layer every protocol shares sits here; each protocol has its own subpackage.
     plaintext.py  reference and baseline, no protection
     ckks/         CKKS homomorphic encryption (TenSEAL); the server holds only a public context
     masking/      pairwise masking with dropout recovery (SecAgg / SecAgg+), per-round or session mode
+    privacy/      distributed differential privacy on every sum (discrete Gaussian, Skellam), its accountant and
+                  the privacy ledger (protocols/dp.md)
 """
 
 from .api import Aggregator, SecureSumProtocol, SumResult, make_protocol, run_setup, secure_sum
 from .encoding import FixedPoint
+from .privacy import DPSettings, PrivacyError, PrivacySession, Statistic
 from .errors import (DecryptionError, DropoutError, InputError, MessageError, OutOfOrderError, ReplayError,
                      SecAggError)
 from .report import CostTotals, Report
@@ -26,5 +29,5 @@ from .transport import Faults
 __all__ = [
     "Aggregator", "SecureSumProtocol", "SumResult", "make_protocol", "run_setup", "secure_sum", "FixedPoint", "Faults",
     "Report", "CostTotals", "SecAggError", "InputError", "MessageError", "ReplayError", "OutOfOrderError",
-    "DecryptionError", "DropoutError",
+    "DecryptionError", "DropoutError", "DPSettings", "PrivacyError", "PrivacySession", "Statistic",
 ]

@@ -10,6 +10,7 @@ exactly (plaintext, masking) or within the protocol's stated error (CKKS).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import random
 import secrets
@@ -24,6 +25,9 @@ from .encoding import FixedPoint
 from .errors import DropoutError, InputError
 from .machine import ClientMachine, RoundSpec, ServerMachine
 from .node import NodePolicy, RoundRegistry
+from .privacy.ledger import sum_entry
+from .privacy.mechanisms import PrivacyError, clip_l2, rotation_signs
+from .privacy.session import PrivacySession, Statistic, rotation_seed
 from .report import CostTotals, Report
 from .transport import Faults, run_round
 
@@ -146,6 +150,10 @@ class Aggregator:
             (tests and benchmarks inject dropouts into code that does not pass ``faults`` itself).
         setup_fault_plan: first round id of an in-band setup -> the fault plan of that setup (phases of
             ``protocol.SETUP_PHASES``).
+        privacy: the run's differential-privacy session (``privacy.PrivacySession``), shared by every cycle's
+            Aggregator; None: exact sums.
+
+    ``ledger`` lists what the server learned from each released sum (``privacy.ledger.sum_entry``), DP or not.
 
     Each ``sum`` call is one round with a fresh round id; ``totals`` accumulates costs over rounds. When the
     protocol says a setup is due before a round (session-mode masking: before the first round and whenever
@@ -155,8 +163,11 @@ class Aggregator:
 
     def __init__(self, protocol: SecureSumProtocol | str, clients: Sequence[int], *, frac_bits: int = 24,
                  seed: int | None = None, fault_plan: Callable[[int], Faults | None] | None = None,
-                 setup_fault_plan: Callable[[int], Faults | None] | None = None, **protocol_kwargs) -> None:
+                 setup_fault_plan: Callable[[int], Faults | None] | None = None,
+                 privacy: PrivacySession | None = None, **protocol_kwargs) -> None:
         self.fault_plan = fault_plan
+        self.privacy = privacy
+        self.ledger: list[dict] = []
         self.setup_fault_plan = setup_fault_plan
         self.setup_reports: list[Report] = []
         self.protocol = make_protocol(protocol, **protocol_kwargs) if isinstance(protocol, str) else protocol
@@ -164,6 +175,11 @@ class Aggregator:
         self.frac_bits = frac_bits
         self._rng = random.Random(seed)
         self.session = secrets.randbits(64)
+        # public name of this session in the DP rotation and in noise keys derived from a noise_seed: reproducible
+        # from ``seed`` (so runs under different protocols noise alike), else the fresh session id
+        self.dp_label = (self.session if seed is None else
+                         int.from_bytes(hashlib.blake2b(f"secure_fal.dp.label/{seed}".encode(), digest_size=8).digest(),
+                                        "big"))
         self.round_id = 0
         self.totals = CostTotals()
         self.reports: list[Report] = []
@@ -174,7 +190,7 @@ class Aggregator:
         return self.protocol.NAME
 
     def sum(self, inputs: Mapping[int, np.ndarray], *, bound: float, clip: bool = False,
-            faults: Faults | None = None) -> SumResult:
+            faults: Faults | None = None, statistic: Statistic | None = None) -> SumResult:
         """Securely sum one vector per client.
 
         Args:
@@ -182,12 +198,15 @@ class Aggregator:
                 take part in this round, nor do those the protocol leaves out (``round_clients``: in
                 session-mode masking, the clients that hold no keys of the current setup).
             bound: public bound on every |coordinate|; inputs beyond it raise InputError, or are clipped
-                when ``clip`` is True.
+                when ``clip`` is True (under DP the statistic's L2 clip replaces both).
             faults: optional dropout / message-fault plan (tests and benchmarks); default: the session's
                 ``fault_plan`` for this round, if any.
+            statistic: what is summed (kind, L2 bound; ``privacy.Statistic``): recorded in ``ledger``, and required
+                when the session has a ``privacy`` session, whose mechanism then clips, noises and encodes each input
+                (``privacy.mechanisms``) and charges the release to the run's budget first.
 
         Returns:
-            SumResult with the float64 sum over the clients that finished the protocol.
+            SumResult with the float64 sum over the clients that finished the protocol (under DP: the noised sum).
         """
         unknown = sorted(set(inputs) - set(self.clients))
         if unknown:
@@ -203,6 +222,16 @@ class Aggregator:
                 raise InputError(f"vector has shape {shape}, expected a 1-D vector of the common length"
                                  f" {length} (client {first})", client=cid, round_id=self.round_id + 1,
                                  field="vector")
+        if self.privacy is not None:
+            return self._private_sum(inputs, length, faults, statistic)
+        result = self._round(inputs, length, bound, self.frac_bits, clip, faults)
+        self.ledger.append(sum_entry(round_id=self.round_id, kind=statistic and statistic.kind, length=length,
+                                     protocol=self.name, contributors=result.contributors, cal=None))
+        return result
+
+    def _round(self, inputs: Mapping[int, np.ndarray], length: int, bound: float, frac_bits: int, clip: bool,
+               faults: Faults | None) -> SumResult:
+        """One protocol round over vectors of ``length`` values (setup first when due)."""
         self.round_id += 1
         if faults is None and self.fault_plan is not None:
             faults = self.fault_plan(self.round_id)
@@ -213,7 +242,7 @@ class Aggregator:
             raise DropoutError("no client with an input can take part (none holds keys of the session's setup)",
                                round_id=self.round_id)
         try:
-            encoding = FixedPoint(bound, self.frac_bits, len(members))
+            encoding = FixedPoint(bound, frac_bits, len(members))
         except InputError as exc:
             raise InputError(exc.what, round_id=self.round_id, field=exc.field) from None
         spec = RoundSpec(self.session, self.round_id, members, length, encoding, clip)
@@ -225,13 +254,52 @@ class Aggregator:
         self.reports.append(report)
         return SumResult(server.result, server.contributors, report)
 
+    def _private_sum(self, inputs: Mapping[int, np.ndarray], length: int, faults: Faults | None,
+                     statistic: Statistic | None) -> SumResult:
+        """``sum`` under the session's privacy mechanism (protocols/dp.md)."""
+        round_id = self.round_id + 1
+        if statistic is None:
+            raise InputError("a differentially private session needs every sum to declare its statistic "
+                             "(Statistic(kind, l2_bound))", round_id=round_id, field="statistic")
+        if statistic.exact:
+            raise PrivacyError("this statistic needs the exact sum and cannot be noised (FAL-Global without quota: use "
+                               "quota = true under DP)", round_id=round_id, field=statistic.kind)
+        for cid, x in inputs.items():      # the L2 clip bounds every input; only non-finite values are refused
+            bad = np.flatnonzero(~np.isfinite(np.asarray(x, dtype=np.float64)))
+            if len(bad):
+                raise InputError(f"non-finite value at index {int(bad[0])}", client=cid, round_id=round_id,
+                                 field="vector")
+        cal = self.privacy.calibration(statistic, length)
+        if cal.mechanism == "central-gaussian" and self.name != "plaintext":
+            raise PrivacyError(f"central-gaussian adds the noise at the server and only runs under the plaintext "
+                               f"protocol, not {self.name}", round_id=round_id, field="mechanism")
+        self.privacy.charge(statistic.kind, cal, round_id)
+        if cal.mechanism == "central-gaussian":
+            clipped = {cid: clip_l2(x, cal.clip) for cid, x in inputs.items()}
+            res = self._round(clipped, length, cal.clip, self.frac_bits, False, faults)
+            seed = int(self.privacy.noise_source(self.dp_label, round_id, -1).words(1)[0])
+            total = res.total + np.random.default_rng(seed).normal(0.0, cal.noise_std, length)
+        else:
+            signs = rotation_signs(rotation_seed(self.dp_label, round_id), cal.padded)
+            encoded = {cid: cal.encode(x, signs, self.privacy.noise_source(self.dp_label, round_id, cid), client=cid,
+                                       round_id=round_id) for cid, x in inputs.items()}
+            res = self._round(encoded, cal.padded, float(2 ** (cal.bits - 1)), 0, False, faults)
+            total = cal.decode(res.total, signs)
+        if len(res.contributors) < cal.min_contributors:
+            raise PrivacyError(f"{len(res.contributors)} contributors, fewer than the {cal.min_contributors} the noise is "
+                               "calibrated for; the sum is withheld", round_id=round_id, field="contributors")
+        self.ledger.append(sum_entry(round_id=round_id, kind=statistic.kind, length=length, protocol=self.name,
+                                     contributors=res.contributors, cal=cal))
+        return SumResult(total, res.contributors, res.report)
+
     def _run_setup(self) -> None:
         """The protocol's in-band setup among all clients, for the rounds from ``round_id`` on."""
         faults = self.setup_fault_plan(self.round_id) if self.setup_fault_plan is not None else None
         self.setup_reports.append(run_setup(self.protocol, self.session, self.clients, self.round_id, faults))
 
     def weighted_mean(self, vectors: Mapping[int, np.ndarray], weights: Mapping[int, float], *, bound: float,
-                      weight_bound: float, faults: Faults | None = None) -> tuple[np.ndarray, float, SumResult]:
+                      weight_bound: float, faults: Faults | None = None,
+                      statistic: Statistic | None = None) -> tuple[np.ndarray, float, SumResult]:
         """Weighted mean sum_k w_k x_k / sum_k w_k in ONE secure sum of the vectors [w_k * x_k, w_k].
 
         One round keeps numerator and denominator over the same surviving clients.
@@ -239,9 +307,19 @@ class Aggregator:
         Args:
             vectors: client id -> 1-D array (L,) with |x| <= bound.
             weights: client id -> weight w_k with 0 <= w_k <= weight_bound (e.g. labeled-sample counts).
+            statistic: what the vectors are (``sum``); under DP the mean is unweighted (each contributor counts 1,
+                so no weight is released), projected onto the L2 ball of the statistic's clip norm (where the exact
+                mean of clipped inputs lies), and the total weight returned is the number of contributors.
         Returns:
             (mean (L,) float64, total weight of the contributors, the SumResult).
         """
+        if self.privacy is not None:
+            res = self.sum({cid: np.asarray(x, dtype=np.float64) for cid, x in vectors.items()}, bound=bound,
+                           faults=faults, statistic=statistic)
+            # the exact mean of inputs clipped to norm c has norm <= c: projecting the noised mean onto that ball
+            # is post-processing that never moves it away from the exact mean
+            return (clip_l2(res.total / len(res.contributors), self.privacy.clip_for(statistic)),
+                    float(len(res.contributors)), res)
         stacked = {}
         for cid, x in vectors.items():
             w = float(weights[cid])
@@ -249,7 +327,7 @@ class Aggregator:
                 raise InputError(f"weight {w} outside [0, {weight_bound}]", client=cid,
                                  round_id=self.round_id + 1, field="weight")
             stacked[cid] = np.append(np.asarray(x, dtype=np.float64) * w, w)
-        res = self.sum(stacked, bound=bound * weight_bound, faults=faults)
+        res = self.sum(stacked, bound=bound * weight_bound, faults=faults, statistic=statistic)
         total_weight = float(res.total[-1])
         if total_weight <= 0:
             raise InputError("total weight of the contributing clients is 0", round_id=self.round_id,

@@ -31,6 +31,7 @@ reference code; every later query is a FairFAL query.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 
 from ..sampling import PoolView, Sampler, pool_view
-from ..secagg import Aggregator, Faults
+from ..secagg import Aggregator, Faults, Statistic
 from .base import ClientPools, Cycle, GlobalModelStrategy, Selection
 from .training import Trainer
 
@@ -106,7 +107,7 @@ def balanced_mean_probs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_
 
 
 def imbalance_ratio(mean_probs: np.ndarray, present: Sequence[int]) -> float:
-    """gamma = min / max of ``mean_probs`` over the ``present`` classes, in (0, 1]."""
+    """gamma = min / max of ``mean_probs`` over the ``present`` classes, in [0, 1] (0 only when a probability underflows)."""
     values = np.asarray(mean_probs, dtype=np.float64)[np.asarray(present, dtype=np.int64)]
     return float(values.min() / values.max())
 
@@ -121,15 +122,17 @@ def prior_divergence(global_probs: np.ndarray, local_probs: np.ndarray) -> float
 
 
 def gamma_input(cid: int, gamma: float) -> np.ndarray:
-    """Client ``cid``'s input to the gamma sum: [gamma_k, 1]; ValueError if gamma_k is outside (0, 1]."""
-    if not 0 < gamma <= 1:
-        raise ValueError(f"client {cid}: gamma_k = {gamma} outside (0, 1]")
+    """Client ``cid``'s input to the gamma sum: [gamma_k, 1]; ValueError if gamma_k is outside [0, 1] (0: a present
+    class's mean probability underflowed, e.g. under a heavily noised global model)."""
+    if not 0 <= gamma <= 1:
+        raise ValueError(f"client {cid}: gamma_k = {gamma} outside [0, 1]")
     return np.array([gamma, 1.0])
 
 
 def mean_gamma(total: np.ndarray) -> float:
-    """gamma_bar from the secure sum of the [gamma_k, 1]: sum of gamma_k / number of contributors."""
-    return float(total[0]) / round(float(total[1]))
+    """gamma_bar from the secure sum of the [gamma_k, 1]: sum of gamma_k / number of contributors (the rounded
+    count, at least 1: under differential privacy both entries are noisy)."""
+    return float(total[0]) / max(1, round(float(total[1])))
 
 
 def secure_mean_gamma(gammas: Mapping[int, float], aggregator: Aggregator, *,
@@ -140,13 +143,13 @@ def secure_mean_gamma(gammas: Mapping[int, float], aggregator: Aggregator, *,
     result is the mean over the contributors.
 
     Args:
-        gammas: client id -> gamma_k in (0, 1].
+        gammas: client id -> gamma_k in [0, 1].
         faults: optional dropout / message-fault plan for the round (tests).
     Returns:
         (gamma_bar, ids of the contributing clients).
     """
     inputs = {cid: gamma_input(cid, g) for cid, g in gammas.items()}
-    res = aggregator.sum(inputs, bound=1.0, faults=faults)
+    res = aggregator.sum(inputs, bound=1.0, faults=faults, statistic=Statistic("gamma", math.sqrt(2.0)))
     return mean_gamma(res.total), res.contributors
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from secure_fal.experiment import (ConfigError, ExperimentConfig, ResumeError, load_config, parse_override,
                                    run_experiment)
-from secure_fal.experiment.config import config_differences
+from secure_fal.experiment.loading import config_differences
 from secure_fal.experiment.runner import CHECKPOINT_FILE, CURVE_FILE, RESULTS_FILE
 from secure_fal.experiment.setup import build_pools, cycle_budget, initial_labeled, split_budget
 

@@ -6,8 +6,8 @@ not import the runner, nor matplotlib through the plots.
 
 import importlib
 
-_NAMES = {"ConfigError": "config", "ExperimentConfig": "config", "load_config": "config",
-          "parse_override": "config", "plot_learning_curve": "plot", "ResumeError": "checkpoint",
+_NAMES = {"ConfigError": "config", "ExperimentConfig": "config", "load_config": "loading",
+          "parse_override": "loading", "plot_learning_curve": "plot", "ResumeError": "checkpoint",
           "run_experiment": "runner", "results_table": "summary"}
 
 __all__ = list(_NAMES)

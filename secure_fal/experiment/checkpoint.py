@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .config import ExperimentConfig, config_differences, config_with_overrides
+from .config import ExperimentConfig
+from .loading import config_differences, config_with_overrides
 
 CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINT_FORMAT = "secure_fal.checkpoint/2"

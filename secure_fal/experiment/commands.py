@@ -65,7 +65,7 @@ def add_config_overrides(p: argparse.ArgumentParser) -> None:
 
 def command_line_overrides(args: argparse.Namespace) -> dict:
     """Dotted config key -> value of the flags of ``add_config_overrides`` that were given."""
-    from .config import parse_override
+    from .loading import parse_override
 
     overrides = dict(parse_override(text) for text in args.set)
     overrides.update({key: getattr(args, dest) for dest, key in RUN_OVERRIDES.items()
@@ -76,7 +76,8 @@ def command_line_overrides(args: argparse.Namespace) -> dict:
 def load_run_config(args: argparse.Namespace):
     """The ExperimentConfig of ``args.config`` with the flags of ``add_config_overrides`` applied; raises
     ConfigError (a missing file included)."""
-    from .config import ConfigError, load_config
+    from .config import ConfigError
+    from .loading import load_config
 
     if args.config is None:
         raise ConfigError("no config file given (or --resume with --out DIR to continue a run)")
@@ -87,7 +88,7 @@ def resumed_run_config(args: argparse.Namespace, out):
     """The config saved in ``out``'s checkpoint with the flags given now; a warning lists what a config file given
     as well would have changed (it is not used)."""
     from .checkpoint import resume_config
-    from .config import config_differences
+    from .loading import config_differences
 
     config = resume_config(out, command_line_overrides(args))
     if args.config is not None:

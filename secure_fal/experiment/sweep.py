@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .config import ExperimentConfig, config_differences, load_config, parse_override
+from .config import ExperimentConfig
+from .loading import config_differences, load_config, parse_override
 
 SWEEP_FILE = "sweep.json"
 

@@ -175,6 +175,7 @@ def run_ledger(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from .errors import UserError
     from .secagg.privacy.ledger import format_ledger
 
     path = Path(args.run_dir) / "results.json"
@@ -182,12 +183,9 @@ def run_ledger(args: argparse.Namespace) -> int:
         with open(path) as f:
             results = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
-        print(f"secure-fal ledger: error: cannot read {path}: {exc}", file=sys.stderr)
-        return 1
+        raise UserError(f"cannot read {path}: {exc}") from None
     if "privacy_ledger" not in results:
-        print(f"secure-fal ledger: error: {path} has no privacy ledger (written before ledgers existed)",
-              file=sys.stderr)
-        return 1
+        raise UserError(f"{path} has no privacy ledger (written before ledgers existed)")
     print(format_ledger(results["privacy_ledger"], results.get("privacy")))
     return 0
 

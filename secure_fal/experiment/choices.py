@@ -29,6 +29,9 @@ PRIOR_ESTIMATES = ("oversample", "exact")
 GRADIENT_MODELS = ("reference", "global")
 """FairFAL's gradient-embedding model (``active.gradient_model``; ``strategies.fairfal.GRADIENT_MODELS``)."""
 
+DP_MECHANISMS = ("ddg", "skellam", "central-gaussian")
+"""Differential-privacy mechanisms (``privacy.mechanism``; ``secagg.privacy.MECHANISMS``)."""
+
 
 @dataclass(frozen=True)
 class StrategyChoice:

@@ -276,9 +276,7 @@ class PrivacyConfig:
         return self.epsilon is not None or self.noise_multiplier is not None
 
     def check(self) -> None:
-        from ..secagg.privacy import MECHANISMS
-
-        _choice("privacy.mechanism", self.mechanism, MECHANISMS)
+        _choice("privacy.mechanism", self.mechanism, choices.DP_MECHANISMS)
         if self.epsilon is not None:
             _require("privacy.epsilon", self.epsilon, self.epsilon > 0, "> 0")
         if self.noise_multiplier is not None:

@@ -164,10 +164,12 @@ def format_table(rows: Sequence[tuple[str, str]]) -> str:
 def add_ledger(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "ledger", help="print a run's privacy ledger: what the server learned from every sum, and the epsilon spent",
-        description="Reads RUN_DIR/results.json and prints one line per value the server learned (every secure sum "
-                    "of the run: cycle, round, statistic kind, shape, protocol, contributors, mechanism, noise, what "
-                    "the server learned; then the values it received in the clear), and the epsilon spent.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory (holding results.json)")
+        description="Reads RUN_DIR/results.json (or a Flower run's result file, flower-app --result-file) and prints "
+                    "one line per value the server learned (every secure sum of the run: cycle, round, statistic "
+                    "kind, shape, protocol, contributors, mechanism, noise, what the server learned; then the values "
+                    "it received in the clear), and the epsilon spent.")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a run's output directory (holding results.json), or a Flower run's JSON result file")
     p.set_defaults(func=run_ledger)
 
 
@@ -178,7 +180,8 @@ def run_ledger(args: argparse.Namespace) -> int:
     from .errors import UserError
     from .secagg.privacy.ledger import format_ledger
 
-    path = Path(args.run_dir) / "results.json"
+    path = Path(args.run_dir)
+    path = path if path.is_file() else path / "results.json"
     try:
         with open(path) as f:
             results = json.load(f)
@@ -225,9 +228,6 @@ def run_flower_app(args: argparse.Namespace) -> int:
     if config.active.strategy not in FLOWER_STRATEGIES:
         raise ConfigError(f"strategy {config.active.strategy!r} does not run over Flower; choose one of "
                           f"{', '.join(FLOWER_STRATEGIES)}")
-    if config.privacy.enabled:
-        raise ConfigError("privacy: differential privacy runs in the in-process runner (secure-fal run), not yet "
-                          "over Flower (protocols/dp.md, 'Not covered')")
     out = write_app_dir(args.out, FalSettings().to_run_config(), name="secure-fal-fal", what="FAL experiments",
                         apps=FAL_APPS)
     run_config = fal_run_config(config, timeout=args.timeout, min_nodes=args.min_nodes or config.data.clients,

@@ -9,6 +9,7 @@ from secure_fal.cli import main
 from secure_fal.experiment import ConfigError, run_experiment
 from secure_fal.experiment.runner import RESULTS_FILE
 
+from .test_cli_run import CONFIG
 from .test_strategies import tiny
 
 
@@ -83,8 +84,43 @@ def test_resumed_dp_run_recharges_the_finished_cycles(tmp_path):
     assert [c["accuracy"] for c in resumed["cycles"]] == [c["accuracy"] for c in full["cycles"]]
 
 
-def test_flower_app_refuses_a_dp_config(tmp_path, capsys):
+def test_flower_app_writes_a_dp_run(tmp_path):
     pytest.importorskip("flwr")
+    import tomllib
+
+    from secure_fal.experiment import ExperimentConfig
+
     assert main(["flower-app", "examples/configs/fairfal_digits.toml", "--out", str(tmp_path / "app"),
-                 "--set", "privacy.epsilon=4"]) == 1
-    assert "not yet over Flower" in capsys.readouterr().err
+                 "--set", "privacy.epsilon=4"]) == 0
+    run_config = tomllib.loads((tmp_path / "app" / "run-config.toml").read_text())
+    assert ExperimentConfig.from_dict(json.loads(run_config["experiment"])).privacy.epsilon == 4.0
+
+
+
+
+def test_dp_accuracy_sweeps_a_config_and_resumes(tmp_path, capsys):
+    from secure_fal.bench import dp_accuracy
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG)
+    argv = ["--config", str(config), "--set", "secure.protocol='masking'", "--epsilons", "4", "inf",
+            "--mechanisms", "ddg", "skellam", "central-gaussian", "--seeds", "1", "--out", str(tmp_path / "out")]
+    assert dp_accuracy.main(argv) == 0
+    runs = json.loads((tmp_path / "out" / "dp_accuracy.json").read_text())["runs"]
+    assert [(r["mechanism"], r["epsilon"]) for r in runs] == [
+        ("none", float("inf")), ("ddg", 4.0), ("skellam", 4.0), ("central-gaussian", 4.0)]
+    for r in runs:
+        with open(tmp_path / "out" / "runs" / f"{r['mechanism']}-eps{r['epsilon']:g}-seed0" / RESULTS_FILE) as f:
+            results = json.load(f)
+        assert results["final_accuracy"] == r["accuracy"]
+        protocol = "plaintext" if r["mechanism"] == "central-gaussian" else "masking"
+        assert results["config"]["secure"]["protocol"] == protocol
+        if r["mechanism"] != "none":
+            assert results["privacy"]["mechanism"] == r["mechanism"] and 0 < r["epsilon_spent"] <= 4.0
+    table = (tmp_path / "out" / "dp_accuracy.md").read_text()
+    assert table.startswith("| epsilon | ddg | skellam | central-gaussian |") and "| 4 |" in table
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").glob("*/results.json")}
+    capsys.readouterr()
+    assert dp_accuracy.main(argv) == 0      # every run is read back, none redone
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert json.loads((tmp_path / "out" / "dp_accuracy.json").read_text())["runs"][1]["accuracy"] == runs[1]["accuracy"]

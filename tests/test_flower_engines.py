@@ -7,6 +7,8 @@
   exchange with the dead node waits its full timeout.
 - Simulation engine (needs Ray, ``flwr[simulation]``): two rounds, in a child process; masking, and CKKS with
   its in-band key distribution (about 15 s each here).
+- Simulation engine with differential privacy (masking, distributed discrete Gaussian, a noise seed): the same
+  noised sums bit for bit, the same ledger and epsilon as the in-process ``Aggregator`` with the same settings.
 - Flower's own SecAgg+ anchor (slow).
 
 Every process is started in its own process group and killed (with all descendants) in ``finally``.
@@ -30,7 +32,8 @@ from secure_fal.flower.app_bundle import write_app_dir  # noqa: E402
 from secure_fal.flower.loopback import HOST, LoopbackFederation  # noqa: E402
 from secure_fal.flower.secure_sum.server_app import SessionSettings  # noqa: E402
 from secure_fal.flower.secure_sum.synthetic import synthetic_input  # noqa: E402
-from secure_fal.secagg import Aggregator, Faults, FixedPoint, make_protocol  # noqa: E402
+from secure_fal.secagg import (Aggregator, DPSettings, Faults, FixedPoint, PrivacySession, Statistic,  # noqa: E402
+                               make_protocol)
 from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 
 CLIENTS = (0, 1, 2)
@@ -38,13 +41,20 @@ EXCHANGE_TIMEOUT = 15.0   # s, the floor of an exchange's wait; exchange.Patienc
 RUN_LIMIT = 900.0         # s: a guard against a hung run only (a loaded machine needs minutes)
 
 
-def in_process(settings: SessionSettings, drop: dict[int, dict[int, str]]):
-    """The same session in-process: (results per round, seconds spent in Aggregator.sum)."""
-    agg = Aggregator(settings.protocol, CLIENTS, frac_bits=settings.frac_bits, seed=settings.seed, **settings.options)
+def in_process(settings: SessionSettings, drop: dict[int, dict[int, str]], aggregator: list | None = None):
+    """The same session in-process: (results per round, seconds spent in Aggregator.sum); the Aggregator is appended
+    to ``aggregator`` when given."""
+    privacy = (PrivacySession(DPSettings(**{"max_contributors": len(CLIENTS), **settings.privacy}))
+               if settings.privacy else None)
+    agg = Aggregator(settings.protocol, CLIENTS, frac_bits=settings.frac_bits, seed=settings.seed, privacy=privacy,
+                     **settings.options)
     t0 = time.perf_counter()
     results = [agg.sum({c: synthetic_input(settings.seed, c, r, settings.length, settings.bound) for c in CLIENTS},
-                       bound=settings.bound, faults=Faults(drop=drop.get(r, {})))
+                       bound=settings.bound, faults=Faults(drop=drop.get(r, {})),
+                       statistic=Statistic("fedavg-update") if privacy else None)
                for r in range(1, settings.rounds + 1)]
+    if aggregator is not None:
+        aggregator.append(agg)
     return results, time.perf_counter() - t0
 
 
@@ -112,6 +122,25 @@ def test_simulation_engine_two_rounds_equal_in_process():
     for got, want in zip(record["rounds"], wants, strict=True):
         assert got["contributors"] == list(want.contributors) == list(CLIENTS)
         assert np.array_equal(np.array(got["total"]), want.total)
+
+
+def test_simulation_engine_with_differential_privacy_equals_in_process():
+    # each node clips, encodes and adds its discrete-Gaussian share on its own (noise seed 7): the noised sums,
+    # the ledger and the epsilon are the in-process ones
+    pytest.importorskip("ray")
+    privacy = {"mechanism": "ddg", "noise_multiplier": 1.0, "noise_seed": 7, "clip_norm": 2.0, "min_contributors": 2}
+    settings = SessionSettings(protocol="masking", options={"threshold": 2}, rounds=2, length=100, seed=5,
+                               timeout=60.0, min_nodes=len(CLIENTS), privacy=privacy)
+    record = simulate(settings)
+    aggregator: list = []
+    wants, _ = in_process(settings, {}, aggregator)
+    for got, want in zip(record["rounds"], wants, strict=True):
+        assert got["contributors"] == list(want.contributors) == list(CLIENTS)
+        assert got["report"]["length"] == 128   # the rotated, padded vector crossed the protocol
+        assert np.array_equal(np.array(got["total"]), want.total)
+    assert record["privacy_ledger"] == aggregator[0].ledger
+    assert record["privacy"]["epsilon_spent"] == aggregator[0].privacy.spent()
+    assert [e["mechanism"] for e in record["privacy_ledger"]] == ["ddg", "ddg"]
 
 
 def test_simulation_engine_ckks_session_with_key_distribution_equals_in_process():

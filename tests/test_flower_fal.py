@@ -28,7 +28,8 @@ pytest.importorskip("secure_fal.secagg.masking")
 
 from flwr.app import ConfigRecord, RecordDict  # noqa: E402
 
-from secure_fal.experiment import load_config, run_experiment  # noqa: E402
+from secure_fal.experiment import ConfigError, load_config, run_experiment  # noqa: E402
+from secure_fal.experiment.privacy import privacy_summary  # noqa: E402
 from secure_fal.experiment.setup import build_pools, initial_labeled  # noqa: E402
 from secure_fal.flower.app_bundle import FAL_APPS, write_app_dir  # noqa: E402
 from secure_fal.flower.fal.client_app import LABELED_RECORD, handle  # noqa: E402
@@ -207,6 +208,68 @@ def test_fal_server_and_clients_without_flower_equal_in_process(tmp_path, name):
         assert cycles[0]["setup"]["key_holders"] == [k for k in CLIENTS if k != who]
         assert all(who not in s["members"] for s in cycles[0]["rounds"] + cycles[0]["selection"]["sums"])
         assert who in {int(k) for k in cycles[0]["selection"]["selected"]}
+
+
+DP = {"privacy.noise_multiplier": 2.0, "privacy.noise_seed": 3, "privacy.clip_norm": 0.5}
+DP_MATRIX = {
+    # name: overrides (every sum kind a DP run allows: FedAvg, gamma, k-means; ownership needs the exact sum)
+    "fal-global quota masking ddg": {"active.strategy": "fal-global", "active.budget": 12,
+                                     "secure.options": {"threshold": 2}},
+    "fairfal ckks skellam": {"active.strategy": "fairfal", "secure.protocol": "ckks", "secure.options": {},
+                             "privacy.mechanism": "skellam"},
+}
+
+
+def check_same_privacy(record_cycles: list[dict], privacy: dict, want: dict) -> None:
+    """A Flower run's ledger and epsilon equal the in-process run's (every sum: kind, shape, contributors, noise,
+    calibration; the selected counts; the epsilon spent per kind and in total)."""
+    ledger = [e for c in record_cycles for e in c["privacy_ledger"]]
+    assert ledger == want["privacy_ledger"]
+    assert privacy == want["privacy"] and privacy["enabled"]
+
+
+@pytest.mark.parametrize("name", list(DP_MATRIX))
+def test_dp_fal_server_and_clients_without_flower_equal_in_process(tmp_path, name):
+    # same config and noise seed: the same noised sums (so the same accuracies, bit for bit), ledger and epsilon
+    config = load_config(None, {**TINY, **DP, **DP_MATRIX[name]})
+    clients = LocalClients(config)
+    server = FalServer(config, CLIENTS, clients.channel)
+    cycles = server.run()
+    want, labeled, _ = in_process(config, tmp_path, {})
+    check_same(config, cycles, want, {})
+    assert [clients.labeled(k) for k in CLIENTS] == labeled
+    check_same_privacy(cycles, privacy_summary(config, server.privacy), want)
+    assert {e["mechanism"] for e in want["privacy_ledger"] if e["protocol"] != "clear"} == {config.privacy.mechanism}
+
+
+def test_dp_fal_nodes_refuse_a_round_without_noise_or_with_less():
+    config = load_config(None, {**TINY, **DP, "training.rounds": 1, "active.cycles": 1})
+    weaker = load_config(None, {**TINY, **DP, "privacy.noise_multiplier": 1.0, "training.rounds": 1,
+                                "active.cycles": 1})
+    for server_config, skip_noise, reason in [(config, True, "the round carries no release parameters"),
+                                              (weaker, False, "noise multiplier 1, below this node's 2")]:
+        clients = LocalClients(config)          # the nodes' config: z = 2
+        errors = []
+
+        def channel(message_type, group, batches):
+            answers = clients.channel(message_type, group, batches)
+            errors.extend(a for a in answers.values() if isinstance(a, str))
+            return answers
+
+        server = FalServer(server_config, CLIENTS, channel)
+        if skip_noise:
+            server.privacy = None               # a lying server that asks for exact sums
+        with pytest.raises(SecAggError):
+            server.run()
+        assert len(errors) == len(CLIENTS) and all(reason in e and "round 1" in e for e in errors), errors
+
+
+def test_dp_fal_run_over_its_budget_is_refused_before_any_sum():
+    config = load_config(None, {**TINY, **DP, "privacy.epsilon": 1.0})
+    asked = []
+    with pytest.raises(ConfigError, match="over privacy.epsilon 1 by"):
+        FalServer(config, CLIENTS, lambda *args: asked.append(args) or {})
+    assert asked == []
 
 
 def test_a_node_with_its_own_data_file_runs_as_with_the_simulated_split(tmp_path):

@@ -10,54 +10,42 @@ depends on the bound it declares; the aggregator charges every actual release an
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
 import torch
 
-from ..federated.fedavg import StateVector
+from ..federated.fedavg import UPDATE_STATISTIC, StateVector
 from ..secagg.privacy import DPSettings, PrivacyError, PrivacySession, Statistic
 from ..secagg.privacy.accountant import calibrate_noise, epsilon, rdp_curve
 from ..secagg.privacy.mechanisms import calibrate
-from ..strategies import ClientPools, Trainer
+from ..strategies import Trainer
+from ..strategies.fairfal import GAMMA_STATISTIC
 from ..strategies.fal_global import stage2_kmeans
 from .config import ConfigError, ExperimentConfig
-from .setup import split_budget
+from .dp_settings import dp_settings
 
 Plan = list[tuple[Statistic, int, int]]
 """(statistic, values per client, number of releases) of every kind of release the run may make."""
 
 
-def release_plan(config: ExperimentConfig, pools: ClientPools, trainer: Trainer, budget: int) -> Plan:
-    """Worst-case releases of the run (module docstring)."""
+def release_plan(config: ExperimentConfig, trainer: Trainer, shares: Sequence[int], sample: torch.Tensor) -> Plan:
+    """Worst-case releases of the run (module docstring); ``shares``: the first cycle's per-client budgets,
+    ``sample``: one input (its embedding's dimension sizes the k-means sums)."""
     model = trainer.fresh_model(0)
     cycles, strategy = config.active.cycles, config.active.strategy
-    plan: Plan = [(Statistic("fedavg-update"), StateVector(model).length, config.training.rounds * cycles)]
+    plan: Plan = [(UPDATE_STATISTIC, StateVector(model).length, config.training.rounds * cycles)]
     if strategy == "fairfal" and cycles > 1:
-        plan.append((Statistic("gamma", math.sqrt(2.0)), 2, 1))
+        plan.append((GAMMA_STATISTIC, 2, 1))
     if strategy == "fal-global" and cycles > 1:
-        kmeans = stage2_kmeans(split_budget(budget, [len(p) for p in pools.pools]), config.active.beta)
+        kmeans = stage2_kmeans(list(shares), config.active.beta)
         with torch.no_grad():
             model.eval()
-            dim = int(model.embed(pools.x[:1].to(trainer.device)).shape[1])
+            dim = int(model.embed(sample.to(trainer.device)).shape[1])
         sizes: dict[int, int] = {}
         for m in kmeans.round_sizes():
             sizes[m] = sizes.get(m, 0) + cycles - 1
-        plan += [(Statistic("kmeans-stats", kmeans.l2_bound), m + 2 * m * dim, count) for m, count in sizes.items()]
+        plan += [(kmeans.statistic, m + 2 * m * dim, count) for m, count in sizes.items()]
     return plan
-
-
-def min_contributors(config: ExperimentConfig) -> int:
-    """t: ``privacy.min_contributors``, or under masking with a complete graph its threshold (floor(2n/3) + 1, or
-    the configured one), else every client."""
-    n, opts = config.data.clients, config.secure.options
-    if config.privacy.min_contributors is not None:
-        return config.privacy.min_contributors
-    if config.secure.protocol == "masking" and opts.get("neighbours") is None:
-        t = opts.get("threshold")
-        if t is None:
-            return min(n, 2 * n // 3 + 1)
-        return min(n, math.ceil(t * n) if isinstance(t, float) else int(t))
-    return n
 
 
 def planned_epsilon(settings: DPSettings, plan: Plan) -> float:
@@ -72,8 +60,10 @@ def planned_epsilon(settings: DPSettings, plan: Plan) -> float:
     return epsilon(curves, settings.delta)
 
 
-def build_privacy(config: ExperimentConfig, pools: ClientPools, trainer: Trainer, budget: int) -> PrivacySession | None:
-    """The run's PrivacySession (None when [privacy] is off), calibrated before the run starts.
+def build_privacy(config: ExperimentConfig, trainer: Trainer, shares: Sequence[int],
+                  sample: torch.Tensor) -> PrivacySession | None:
+    """The run's PrivacySession (None when [privacy] is off), calibrated before the run starts (``release_plan``'s
+    arguments: the first cycle's per-client budgets and one input).
 
     Raises:
         ConfigError: the planned releases would spend more than ``privacy.epsilon`` at the given noise multiplier
@@ -82,13 +72,10 @@ def build_privacy(config: ExperimentConfig, pools: ClientPools, trainer: Trainer
     p = config.privacy
     if not p.enabled:
         return None
-    plan = release_plan(config, pools, trainer, budget)
+    plan = release_plan(config, trainer, shares, sample)
 
     def settings(z: float) -> DPSettings:
-        return DPSettings(noise_multiplier=z, max_contributors=config.data.clients, delta=p.delta,
-                          mechanism=p.mechanism, clip_norm=p.clip_norm, bits=p.bits, headroom=p.headroom,
-                          min_contributors=min_contributors(config), noise_seed=p.noise_seed,
-                          epsilon_budget=p.epsilon)
+        return dp_settings(config, z)
 
     try:
         if p.noise_multiplier is None:

@@ -31,7 +31,7 @@ import numpy as np
 from ..device import seed_everything
 from ..federated import RoundRecord
 from ..secagg import CostTotals, Faults, PrivacySession
-from ..secagg.privacy.ledger import disclosure_entry
+from ..secagg.privacy.ledger import selected_counts_entry
 from ..strategies import ClientPools, Cycle, Strategy
 from . import choices
 from .checkpoint import CHECKPOINT_FILE, ResumeError, RunState, checkpoint_document, load_checkpoint
@@ -103,7 +103,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     trainer = build_trainer(config, pools)
     strategy = build_strategy(config, pools, trainer)
     budget = cycle_budget(config, len(pools.y))
-    privacy = build_privacy(config, pools, trainer, budget) if strategy.federated else None
+    privacy = (build_privacy(config, trainer, split_budget(budget, [len(p) for p in pools.pools]), pools.x[:1])
+               if strategy.federated else None)
 
     if resume:
         state = load_checkpoint(checkpoint_path, config, pools)
@@ -211,9 +212,7 @@ def _run_cycle(config: ExperimentConfig, pools: ClientPools, strategy: Strategy,
     t2 = time.perf_counter()
     ledger = [] if aggregator is None else [{"cycle": c, **entry} for entry in aggregator.ledger]
     if aggregator is not None and "selected_per_client" in record:
-        ledger.append({"cycle": c, **disclosure_entry(
-            kind="selected-counts", shape=[pools.n_clients],
-            learned_text=f"how many samples each client labeled, in the clear: {record['selected_per_client']}")})
+        ledger.append({"cycle": c, **selected_counts_entry(record["selected_per_client"])})
     record["privacy_ledger"] = ledger
     record["secure_aggregation"] = (aggregator.totals if aggregator is not None else CostTotals()).to_dict()
     if plaintext_reference:

@@ -175,11 +175,14 @@ def client_seed(seed: int, round_index: int, cid: int) -> int:
     return int(np.random.SeedSequence([seed, round_index, cid]).generate_state(1, np.uint64)[0] >> 1)
 
 
+UPDATE_STATISTIC = Statistic("fedavg-update")
+"""The FedAvg sum's declaration: its L2 bound is the run's ``privacy.clip_norm``."""
+
 RUNNING_VAR_FLOOR = 0.1
 """Under differential privacy, the smallest BatchNorm running variance the global model keeps."""
 
 
-def _valid_running_vars(model: nn.Module) -> None:
+def valid_running_vars(model: nn.Module) -> None:
     """Clamp BatchNorm running variances to >= ``RUNNING_VAR_FLOOR``: a noised (differentially private) mean can push
     them to 0 or below, and evaluation then divides by about sqrt(eps) per layer (logits overflow after a few
     rounds); the floor caps that amplification at 1 / sqrt(0.1) ~ 3.2 per layer. Post-processing of the released
@@ -278,10 +281,10 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
 
         mean_delta, _, res = aggregator.weighted_mean(
             deltas, {k: float(sizes[k]) for k in ids}, bound=config.update_bound, weight_bound=weight_bound,
-            faults=faults(r) if faults else None, statistic=Statistic("fedavg-update"))
+            faults=faults(r) if faults else None, statistic=UPDATE_STATISTIC)
         layout.set(model, global_vec + mean_delta)
         if aggregator.privacy is not None:
-            _valid_running_vars(model)
+            valid_running_vars(model)
 
         acc = loss = None
         if test is not None:

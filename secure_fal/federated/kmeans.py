@@ -63,17 +63,17 @@ StatsSum = Callable[[np.ndarray], np.ndarray]
 
 
 def aggregator_stats_sum(points: Mapping[int, torch.Tensor], weights: Mapping[int, torch.Tensor],
-                         aggregator: Aggregator, bound: float, l2_bound: float) -> StatsSum:
+                         aggregator: Aggregator, bound: float, statistic: Statistic) -> StatsSum:
     """The ``StatsSum`` of clients simulated in this process: every client's ``cluster_stats`` through one
-    ``aggregator.sum`` per call (public bound ``bound`` per coordinate, ``l2_bound`` on a client's whole vector:
-    the statistic 'kmeans-stats' it declares)."""
+    ``aggregator.sum`` per call (public bound ``bound`` per coordinate; ``statistic``: 'kmeans-stats' with the L2
+    bound of a client's whole vector, ``FederatedKMeans.statistic``)."""
 
     def stats_sum(centres: np.ndarray) -> np.ndarray:
         contributions = {}
         for cid, x in points.items():
             c = torch.as_tensor(centres, dtype=torch.float64, device=x.device)
             contributions[cid] = cluster_stats(x, weights[cid], c)
-        return aggregator.sum(contributions, bound=bound, statistic=Statistic("kmeans-stats", l2_bound)).total
+        return aggregator.sum(contributions, bound=bound, statistic=statistic).total
 
     return stats_sum
 
@@ -125,7 +125,12 @@ class FederatedKMeans:
             raise ValueError("FederatedKMeans.fit needs an Aggregator; use fit_sums with a StatsSum")
         weights = weights or {c: torch.ones(len(x), device=x.device) for c, x in points.items()}
         d = next(iter(points.values())).shape[1]
-        return self.fit_sums(aggregator_stats_sum(points, weights, self.aggregator, self.bound, self.l2_bound), d)
+        return self.fit_sums(aggregator_stats_sum(points, weights, self.aggregator, self.bound, self.statistic), d)
+
+    @property
+    def statistic(self) -> Statistic:
+        """The declaration of its sums: 'kmeans-stats' bounded by ``l2_bound``."""
+        return Statistic("kmeans-stats", self.l2_bound)
 
     def round_sizes(self) -> list[int]:
         """The number of centres m of every secure sum ``fit_sums`` makes when Lloyd runs all ``max_iter``

@@ -22,6 +22,11 @@ from ..secagg import Aggregator, Statistic
 SCORE_BITS = 24   # resolution of the quantized score in [0, score_bound]
 
 
+def ownership_statistic(m: int) -> Statistic:
+    """The declaration of a bisection sum over ``m`` items: 0/1 indicators (L2 norm at most sqrt(m)), needed exact."""
+    return Statistic("ownership-count", math.sqrt(m), exact=True)
+
+
 def ownership_keys(scores: np.ndarray, rank: int, n_clients: int, score_bound: float) -> np.ndarray:
     """Distinct integer keys for one client: floor(score / score_bound * 2^SCORE_BITS) * n + rank.
 
@@ -102,7 +107,7 @@ def secure_owners(scores: Mapping[int, np.ndarray], aggregator: Aggregator, *, s
 
     def count_under(members, thresholds, active):
         res = aggregator.sum({c: under_threshold(k, thresholds, active) for c, k in keys_of(members).items()},
-                             bound=1.0, statistic=Statistic("ownership-count", math.sqrt(m), exact=True))
+                             bound=1.0, statistic=ownership_statistic(m))
         return res.total, res.contributors
 
     owner_threshold, members = owner_thresholds(tuple(scores), m, count_under, max_restarts=max_restarts)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 from ..experiment.config import ExperimentConfig
+from ..secagg.privacy import DPSettings
+from ..secagg.privacy.release import NodePrivacy
 from .fal.client_app import make_fal_client_app
 from .fal.server_app import FalSettings, make_fal_server_app
 from .secure_sum.client_app import make_client_app
@@ -22,14 +24,17 @@ def simulate_session(settings: SessionSettings, clients: int) -> dict:
     """Run a session among ``clients`` simulated nodes (which accept ``settings.protocol``).
 
     Returns the session's record (``make_server_app``): {"settings", "setup" (CKKS: the key distribution),
-    "rounds": [...], "error"?}.
+    "rounds": [...], "privacy_ledger", "privacy"?, "error"?}. With ``settings.privacy`` every node requires what
+    those settings give (``NodePrivacy.of``), with their noise seed.
     Needs ``flwr[simulation]`` (Ray). Ray changes this process's environment (PYTHONPATH), so tests call
     this in a child process.
     """
     from flwr.simulation import run_simulation
 
     record: dict = {}
-    run_simulation(make_server_app(settings, record), make_client_app(protocols=settings.protocol),
+    privacy = (NodePrivacy.of(DPSettings(**{"max_contributors": clients, **settings.privacy}))
+               if settings.privacy else None)
+    run_simulation(make_server_app(settings, record), make_client_app(protocols=settings.protocol, privacy=privacy),
                    num_supernodes=clients, backend_config=SIMULATION_BACKEND)
     if not record.get("rounds") and "error" not in record:
         raise RuntimeError("the simulated session produced no result (see Flower's log)")

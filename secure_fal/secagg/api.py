@@ -10,7 +10,6 @@ exactly (plaintext, masking) or within the protocol's stated error (CKKS).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import random
 import secrets
@@ -26,8 +25,8 @@ from .errors import DropoutError, InputError
 from .machine import ClientMachine, RoundSpec, ServerMachine
 from .node import NodePolicy, RoundRegistry
 from .privacy.ledger import sum_entry
-from .privacy.mechanisms import PrivacyError, clip_l2, rotation_signs
-from .privacy.session import PrivacySession, Statistic, rotation_seed
+from .privacy.release import noised_mean, open_release
+from .privacy.session import SERVER, PrivacySession, Statistic, dp_label
 from .report import CostTotals, Report
 from .transport import Faults, run_round
 
@@ -177,9 +176,7 @@ class Aggregator:
         self.session = secrets.randbits(64)
         # public name of this session in the DP rotation and in noise keys derived from a noise_seed: reproducible
         # from ``seed`` (so runs under different protocols noise alike), else the fresh session id
-        self.dp_label = (self.session if seed is None else
-                         int.from_bytes(hashlib.blake2b(f"secure_fal.dp.label/{seed}".encode(), digest_size=8).digest(),
-                                        "big"))
+        self.dp_label = self.session if seed is None else dp_label(seed)
         self.round_id = 0
         self.totals = CostTotals()
         self.reports: list[Report] = []
@@ -223,7 +220,7 @@ class Aggregator:
                                  f" {length} (client {first})", client=cid, round_id=self.round_id + 1,
                                  field="vector")
         if self.privacy is not None:
-            return self._private_sum(inputs, length, faults, statistic)
+            return self._private_sum(inputs, length, bound, faults, statistic)
         result = self._round(inputs, length, bound, self.frac_bits, clip, faults)
         self.ledger.append(sum_entry(round_id=self.round_id, kind=statistic and statistic.kind, length=length,
                                      protocol=self.name, contributors=result.contributors, cal=None))
@@ -254,42 +251,18 @@ class Aggregator:
         self.reports.append(report)
         return SumResult(server.result, server.contributors, report)
 
-    def _private_sum(self, inputs: Mapping[int, np.ndarray], length: int, faults: Faults | None,
+    def _private_sum(self, inputs: Mapping[int, np.ndarray], length: int, bound: float, faults: Faults | None,
                      statistic: Statistic | None) -> SumResult:
         """``sum`` under the session's privacy mechanism (protocols/dp.md)."""
         round_id = self.round_id + 1
-        if statistic is None:
-            raise InputError("a differentially private session needs every sum to declare its statistic "
-                             "(Statistic(kind, l2_bound))", round_id=round_id, field="statistic")
-        if statistic.exact:
-            raise PrivacyError("this statistic needs the exact sum and cannot be noised (FAL-Global without quota: use "
-                               "quota = true under DP)", round_id=round_id, field=statistic.kind)
-        for cid, x in inputs.items():      # the L2 clip bounds every input; only non-finite values are refused
-            bad = np.flatnonzero(~np.isfinite(np.asarray(x, dtype=np.float64)))
-            if len(bad):
-                raise InputError(f"non-finite value at index {int(bad[0])}", client=cid, round_id=round_id,
-                                 field="vector")
-        cal = self.privacy.calibration(statistic, length)
-        if cal.mechanism == "central-gaussian" and self.name != "plaintext":
-            raise PrivacyError(f"central-gaussian adds the noise at the server and only runs under the plaintext "
-                               f"protocol, not {self.name}", round_id=round_id, field="mechanism")
-        self.privacy.charge(statistic.kind, cal, round_id)
-        if cal.mechanism == "central-gaussian":
-            clipped = {cid: clip_l2(x, cal.clip) for cid, x in inputs.items()}
-            res = self._round(clipped, length, cal.clip, self.frac_bits, False, faults)
-            seed = int(self.privacy.noise_source(self.dp_label, round_id, -1).words(1)[0])
-            total = res.total + np.random.default_rng(seed).normal(0.0, cal.noise_std, length)
-        else:
-            signs = rotation_signs(rotation_seed(self.dp_label, round_id), cal.padded)
-            encoded = {cid: cal.encode(x, signs, self.privacy.noise_source(self.dp_label, round_id, cid), client=cid,
-                                       round_id=round_id) for cid, x in inputs.items()}
-            res = self._round(encoded, cal.padded, float(2 ** (cal.bits - 1)), 0, False, faults)
-            total = cal.decode(res.total, signs)
-        if len(res.contributors) < cal.min_contributors:
-            raise PrivacyError(f"{len(res.contributors)} contributors, fewer than the {cal.min_contributors} the noise is "
-                               "calibrated for; the sum is withheld", round_id=round_id, field="contributors")
+        release = open_release(self.privacy, statistic, length, self.name, self.dp_label, round_id, bound)
+        fed = {cid: release.client_input(x, self.privacy.noise_source(self.dp_label, round_id, cid), cid)
+               for cid, x in inputs.items()}
+        res = self._round(fed, *release.round_shape(self.frac_bits), False, faults)
+        total = release.server_total(res.total, res.contributors,
+                                     self.privacy.noise_source(self.dp_label, round_id, SERVER))
         self.ledger.append(sum_entry(round_id=round_id, kind=statistic.kind, length=length, protocol=self.name,
-                                     contributors=res.contributors, cal=cal))
+                                     contributors=res.contributors, cal=release.calibration))
         return SumResult(total, res.contributors, res.report)
 
     def _run_setup(self) -> None:
@@ -316,9 +289,7 @@ class Aggregator:
         if self.privacy is not None:
             res = self.sum({cid: np.asarray(x, dtype=np.float64) for cid, x in vectors.items()}, bound=bound,
                            faults=faults, statistic=statistic)
-            # the exact mean of inputs clipped to norm c has norm <= c: projecting the noised mean onto that ball
-            # is post-processing that never moves it away from the exact mean
-            return (clip_l2(res.total / len(res.contributors), self.privacy.clip_for(statistic)),
+            return (noised_mean(res.total, len(res.contributors), self.privacy.clip_for(statistic)),
                     float(len(res.contributors)), res)
         stacked = {}
         for cid, x in vectors.items():

@@ -129,6 +129,10 @@ def gamma_input(cid: int, gamma: float) -> np.ndarray:
     return np.array([gamma, 1.0])
 
 
+GAMMA_STATISTIC = Statistic("gamma", math.sqrt(2.0))
+"""The gamma sum's declaration: [gamma_k, 1] with both entries in [0, 1] has L2 norm at most sqrt(2)."""
+
+
 def mean_gamma(total: np.ndarray) -> float:
     """gamma_bar from the secure sum of the [gamma_k, 1]: sum of gamma_k / number of contributors (the rounded
     count, at least 1: under differential privacy both entries are noisy)."""
@@ -149,7 +153,7 @@ def secure_mean_gamma(gammas: Mapping[int, float], aggregator: Aggregator, *,
         (gamma_bar, ids of the contributing clients).
     """
     inputs = {cid: gamma_input(cid, g) for cid, g in gammas.items()}
-    res = aggregator.sum(inputs, bound=1.0, faults=faults, statistic=Statistic("gamma", math.sqrt(2.0)))
+    res = aggregator.sum(inputs, bound=1.0, faults=faults, statistic=GAMMA_STATISTIC)
     return mean_gamma(res.total), res.contributors
 
 

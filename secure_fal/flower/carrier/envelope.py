@@ -11,7 +11,8 @@ Envelope (protocols/flower.md):
   with ConfigRecord ``secure_fal`` = {"messages": [bytes, ...]} (our messages addressed to that client, in
   order) and, in the first message of a round to that client only, ConfigRecord ``secure_fal.round`` (the
   round's public parameters, see ``RoundOpening``) and ConfigRecord ``secure_fal.workload`` (free-form
-  parameters for the client's input source).
+  parameters for the client's input source; under differential privacy also ``dp``, the release's public
+  parameters: ``protocol_input``).
 - node -> server, the reply: ConfigRecord ``secure_fal`` = {"messages": [bytes, ...]}, or a Flower Error
   when the client refused or failed (then it counts as not having answered).
 - ``query.secure_fal_hello`` (once per session): the node answers ConfigRecord ``secure_fal`` =
@@ -51,6 +52,9 @@ from ...secagg.errors import InputError, MessageError, SecAggError
 from ...secagg.machine import RoundSpec
 from ...secagg.messages import SERVER, peek_header
 from ...secagg.node import NodePolicy, RoundRegistry
+from ...secagg.privacy.mechanisms import PrivacyError
+from ...secagg.privacy.release import NodePrivacy, Release
+from ...secagg.privacy.samplers import NoiseSource
 from . import machine_state
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,7 @@ HELLO_ACTION = "secure_fal_hello"
 ROUND_ACTION = "secure_fal_round"
 HELLO_TYPE = f"query.{HELLO_ACTION}"
 ROUND_TYPE = f"query.{ROUND_ACTION}"
+DP_KEY = "dp"  # workload key of a noised sum: the JSON of its ``privacy.release.Release``
 TTL_SLACK_S = 60.0  # a message stays valid this long after the server stops waiting (clock skew)
 
 # (round spec, client id, workload parameters) -> that client's input vector, float (L,)
@@ -234,14 +239,45 @@ def client_id_from_hello(content: RecordDict, node: int) -> int:
     return cid
 
 
+def protocol_input(spec: RoundSpec, cid: int, workload: Mapping[str, object], inputs: InputSource,
+                   privacy: NodePrivacy | None) -> np.ndarray:
+    """The vector this client feeds the protocol's machine: its input from ``inputs``, or, when the workload carries
+    a noised release (``DP_KEY``: ``Release`` JSON), that input clipped, encoded and with its noise share
+    (``Release.client_input``, the in-process code path), after ``privacy.check``. The input source then sees the
+    round with the release's raw length and the caller's bound (frac bits 0).
+
+    Raises PrivacyError (naming client, round and field) when the node requires differential privacy and the round
+    carries none, when the release is weaker than ``privacy`` requires, or when the round's shape is not the one
+    the release calls for. A node without ``privacy`` follows the server's release with noise from fresh OS keys.
+    """
+    raw = workload.get(DP_KEY)
+    if raw is None:
+        if privacy is not None:
+            raise PrivacyError("this node adds differential-privacy noise to every sum and the round carries no "
+                               "release parameters", client=cid, round_id=spec.round_id, field=DP_KEY)
+        return inputs(spec, cid, workload)
+    release = Release.from_json(raw, client=cid, round_id=spec.round_id)
+    if privacy is not None:
+        privacy.check(release, client=cid)
+    shape = (spec.length, spec.encoding.bound, spec.encoding.frac_bits)
+    if release.round_shape(spec.encoding.frac_bits) != shape or spec.clip:
+        raise PrivacyError(f"round of (length, bound, frac bits) {shape} does not carry this release",
+                           client=cid, round_id=spec.round_id, field="length")
+    raw_spec = RoundSpec(spec.session, spec.round_id, spec.clients, release.calibration.length,
+                         FixedPoint(release.bound, 0, 1))
+    src = privacy.noise_source(release, cid) if privacy is not None else NoiseSource()
+    return release.client_input(inputs(raw_spec, cid, workload), src, cid)
+
+
 def client_step(content: RecordDict, state: RecordDict, cid: int, inputs: InputSource,
-                policy: NodePolicy) -> RecordDict:
+                policy: NodePolicy, privacy: NodePrivacy | None = None) -> RecordDict:
     """Feed one batch from the server to this client's machine; return the answer's content.
 
     ``state`` is the node's ``Context.state``. The machine is built on the round's opening (after
     checking it against the node's ``policy``) and, for a protocol with session keys (CKKS), on this node's
     keys of the round's session (``load_session_keys``: MessageError naming client, round and field
-    ``secure_fal.keys`` when the node has none); it is kept in ``state`` between batches (``machine_state``)
+    ``secure_fal.keys`` when the node has none), on its vector (``protocol_input``: under differential privacy
+    noised as ``privacy`` requires); it is kept in ``state`` between batches (``machine_state``)
     and removed once done. Raises SecAggError (naming client, round and field) on a refused or malformed
     batch; the stored machine is then left as it was before this batch.
     """
@@ -257,7 +293,7 @@ def client_step(content: RecordDict, state: RecordDict, cid: int, inputs: InputS
         registry = load_registry(state, policy, cid)
         protocol.registries[cid] = registry
         workload = dict(content.config_records.get(WORKLOAD_RECORD, ConfigRecord()))
-        machine = protocol.client(cid, opening.spec, inputs(opening.spec, cid, workload))
+        machine = protocol.client(cid, opening.spec, protocol_input(opening.spec, cid, workload, inputs, privacy))
         store_registry(state, policy, registry)
         spent = protocol.spent_keys(cid)
         if spent is not None:  # session-mode masking: this round's secrets are gone, a second opening is refused

@@ -1,12 +1,16 @@
-"""A node's settings from its Flower node config: its client id and its policy (the protocols it accepts, the
+"""A node's settings from its Flower node config: its client id, its policy (the protocols it accepts, the
 fewest clients it lets a round have, the corruption fraction its masking parameters must withstand, whether it
-requires active-mode masking, the smallest CKKS ring, where its round registry persists)."""
+requires active-mode masking, the smallest CKKS ring, where its round registry persists) and the differential
+privacy it requires of every sum."""
 
 from __future__ import annotations
+
+import json
 
 from flwr.app import Context
 
 from ...secagg.errors import InputError
+from ...secagg.privacy.release import NodePrivacy
 from .envelope import NodePolicy
 
 DEFAULT_PROTOCOLS = "masking"
@@ -58,3 +62,19 @@ def policy_of(context: Context, default_protocols: str = DEFAULT_PROTOCOLS) -> N
         raise bad_key from None
     return NodePolicy(frozenset(p.strip() for p in str(raw).split(",") if p.strip()), min_clients,
                       float(corruption), active, degree, registry, str(digest), signing_key)
+
+
+def privacy_of(context: Context, default: NodePrivacy | None = None) -> NodePrivacy | None:
+    """The differential privacy this node requires of every sum: node config ``privacy``, a JSON object of
+    ``NodePrivacy`` fields (e.g. ``privacy='{"mechanism": "ddg", "max_contributors": 3, "noise_multiplier": 1.0}'``),
+    else ``default`` (None: the node adds no noise unless a round carries a release, and then follows it).
+    InputError naming the key on a bad value."""
+    raw = context.node_config.get("privacy")
+    if raw is None:
+        return default
+    try:
+        fields = json.loads(str(raw))
+        return NodePrivacy(**fields)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"node config privacy={raw!r} is not a JSON object of NodePrivacy fields: {exc}",
+                         field="privacy") from None

@@ -17,9 +17,12 @@ Messages it answers (protocols/flower.md, "FAL experiments over Flower"):
 - ``query.secure_fal_hello``: its client id.
 - ``query.secure_fal_setup``: the CKKS key distribution of a cycle's session (``session_keys``).
 - ``query.secure_fal_round``: a batch of a secure sum. The workload of the opening names the ``kind`` of the
-  client's input:
+  client's input (under differential privacy it also carries the release's public parameters, ``dp``: the client
+  checks them against its config's [privacy] section, then clips, encodes and adds its noise share to the input
+  below, ``envelope.protocol_input``; a round without them is refused):
   - ``fedavg`` (``cycle``, ``round``, ``global``: the global model's floating-point state, float64 bytes):
-    train locally from that model; input [n_k * delta, n_k] (delta = local - global), as ``train_federated``;
+    train locally from that model; input [n_k * delta, n_k] (delta = local - global; under differential privacy
+    delta alone), as ``train_federated``;
   - ``gamma`` (``cycle``, ``global``): [gamma_k, 1] (FairFAL);
   - ``kmeans`` (``cycle``, ``centres``: float64 (m, d) bytes, ``m``): its candidates' ``cluster_stats``;
   - ``owners`` (``cycle``, ``centroids``, ``m``, ``owners-members``, ``thresholds`` int64, ``active`` uint8):
@@ -32,6 +35,8 @@ Messages it answers (protocols/flower.md, "FAL experiments over Flower"):
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import sys
 import time
@@ -41,8 +46,11 @@ import numpy as np
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from ...experiment.config import ExperimentConfig
+from ...experiment.dp_settings import node_privacy
 from ...secagg.errors import MessageError
 from ...secagg.machine import RoundSpec
+from ...secagg.privacy.release import NodePrivacy
 from ..carrier.envelope import HELLO_ACTION, ROUND_ACTION, NodePolicy, client_step, hello_content
 from ..carrier.node_config import DEFAULT_PROTOCOLS, client_id_of, policy_of
 from ..carrier.session_keys import SETUP_ACTION, client_setup_step
@@ -67,6 +75,13 @@ def experiment_json(run_config: Mapping[str, object]) -> str:
         raise MessageError(f"run config has no {EXPERIMENT_KEY!r} (JSON of ExperimentConfig.to_dict())",
                            field=EXPERIMENT_KEY)
     return raw
+
+
+@functools.lru_cache(maxsize=16)
+def experiment_privacy(config_json: str) -> NodePrivacy | None:
+    """The differential privacy this client requires of every sum: the experiment's [privacy] section
+    (``experiment.dp_settings.node_privacy``; None when off). Parsing the config imports no torch."""
+    return node_privacy(ExperimentConfig.from_dict(json.loads(config_json)))
 
 
 def round_input(state: RecordDict, cid: int, config_json: str, source: DataSource, spec: RoundSpec,
@@ -105,7 +120,7 @@ def handle(action: str, content: RecordDict, state: RecordDict, cid: int, config
     if action == ROUND_ACTION:
         return client_step(content, state, cid,
                            lambda spec, _, workload: round_input(state, cid, config_json, source, spec, workload),
-                           policy)
+                           policy, experiment_privacy(config_json))
     if action == SELECT_ACTION:
         from .node import FalClient
 

@@ -108,7 +108,9 @@ class FalClient:
         return {"fedavg": self.fedavg_input, "gamma": self.gamma_input}[workload["kind"]](spec, workload)
 
     def fedavg_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
-        """Train from the broadcast global model; return [n_k * delta, n_k] (float64, (L + 1,))."""
+        """Train from the broadcast global model; return [n_k * delta, n_k] (float64, (L + 1,)), or under
+        differential privacy delta (L,), which the DP layer clips (``envelope.protocol_input``), as
+        ``train_federated`` does."""
         cycle = int_field(workload, "cycle", cid=self.cid, round_id=spec.round_id)
         r = workload.get("round")
         if not isinstance(r, int) or not 0 <= r < self.config.training.rounds:
@@ -122,6 +124,8 @@ class FalClient:
         train_local(model, x, y, epochs=fed.local_epochs, sgd=sgd, device=self.trainer.device,
                     seed=client_seed(derive_seed(self.config.seed, "fedavg", cycle), r, self.cid))
         delta = layout.get(model) - global_vec
+        if self.config.privacy.enabled:
+            return delta
         worst = int(np.argmax(np.abs(delta)))
         if not abs(delta[worst]) <= fed.update_bound:
             raise InputError(f"FedAvg round {r + 1}: update {delta[worst]!r} exceeds update_bound {fed.update_bound}",

@@ -32,6 +32,7 @@ sizes the ring, the sum is the same).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -48,17 +49,22 @@ from flwr.serverapp import Grid, ServerApp
 
 from ...data import load_dataset, long_tail_indices
 from ...experiment.config import ExperimentConfig
+from ...experiment.privacy import build_privacy, privacy_summary
 from ...experiment.setup import build_trainer, cycle_budget, split_budget
-from ...federated.fedavg import StateVector
-from ...federated.ownership import owner_thresholds
+from ...federated.fedavg import UPDATE_STATISTIC, StateVector, valid_running_vars
+from ...federated.ownership import owner_thresholds, ownership_statistic
 from ...secagg.api import make_protocol
 from ...secagg.encoding import FixedPoint
 from ...secagg.errors import DropoutError, MessageError, SecAggError
 from ...secagg.machine import RoundSpec
+from ...secagg.privacy import Statistic
+from ...secagg.privacy.ledger import selected_counts_entry, sum_entry
+from ...secagg.privacy.release import noised_mean, open_release
+from ...secagg.privacy.session import SERVER, dp_label
 from ...strategies import ClientPools, derive_seed
-from ...strategies.fairfal import mean_gamma
+from ...strategies.fairfal import GAMMA_STATISTIC, mean_gamma
 from ...strategies.fal_global import stage2_kmeans
-from ..carrier.envelope import ROUND_TYPE
+from ..carrier.envelope import DP_KEY, ROUND_TYPE
 from ..carrier.exchange import Channel, Patience, discover_clients, drive, grid_channel
 from ..carrier.run_config import settings_kwargs, to_run_config, write_json
 from ..carrier.server_round import FlowerRound, ServerRound, WireCosts
@@ -119,13 +125,22 @@ class CycleSession:
         members: the clients reachable at the start. A protocol with session keys sets them up in band among the
             reachable clients before the first sum (CKKS: once; session-mode masking: again every R sums, as the
             in-process ``Aggregator`` does), and only the key holders take part in the sums.
+
+    ``ledger`` lists what the server learned from each sum (``privacy.ledger.sum_entry``), as the in-process
+    ``Aggregator.ledger``. Under differential privacy (``server.privacy``) every sum is a noised release made as
+    ``Aggregator.sum`` makes it (``privacy.release``): charged before its opening, its public parameters sent in the
+    workload (``DP_KEY``), each client's input clipped and noised on its node, the protocol's sum decoded here; the
+    session's public name in the rotation and noise keys is the in-process one (``dp_label`` of the cycle's
+    ``secagg`` seed).
     """
 
     def __init__(self, server: FalServer, cycle: int, members: tuple[int, ...]) -> None:
         self.server, self.cycle = server, cycle
         self.session = secrets.randbits(64)  # always fresh (protocols/masking.md §Round registry)
+        self.label = dp_label(derive_seed(server.config.seed, "secagg", cycle))  # as the in-process Aggregator's
         self.round_id = 0
         self.records: list[dict] = []
+        self.ledger: list[dict] = []
         self.protocol = make_protocol(server.config.secure.protocol, **server.config.secure.options)
         self.setups: list[dict] = []
         if self.protocol.setup_due(1):
@@ -153,23 +168,37 @@ class CycleSession:
             raise DropoutError("no client is reachable", round_id=self.round_id + 1, field=f"cycle {self.cycle}")
         return out
 
-    def sum(self, kind: str, length: int, bound: float, workload: Mapping[str, object],
+    def sum(self, kind: str, length: int, bound: float, workload: Mapping[str, object], statistic: Statistic,
             members: tuple[int, ...] | None = None) -> FlowerRound:
-        """One secure sum of ``kind`` ('fedavg' | 'gamma' | 'kmeans' | 'owners') over ``members`` (default all
-        reachable clients); ``workload`` goes to the clients' input source. Appends a record to ``records``."""
-        if self.protocol.setup_due(self.round_id + 1):
+        """One secure sum of ``kind`` ('fedavg' | 'gamma' | 'kmeans' | 'owners'), declared as ``statistic``, of
+        vectors of ``length`` values within ``bound`` over ``members`` (default all reachable clients);
+        ``workload`` goes to the clients' input source. Under differential privacy the total is the released
+        noised sum. Appends a record to ``records`` (its length: the values the protocol summed) and an entry to
+        ``ledger``."""
+        round_id = self.round_id + 1
+        privacy, secure = self.server.privacy, self.server.config.secure
+        release = None
+        if privacy is not None:
+            release = open_release(privacy, statistic, length, self.protocol.NAME, self.label, round_id, bound)
+            workload = {**workload, DP_KEY: release.to_json()}
+        shape = (length, bound, secure.frac_bits) if release is None else release.round_shape(secure.frac_bits)
+        if self.protocol.setup_due(round_id):
             up = self.server.online()
-            self._set_up(self.round_id + 1, tuple(k for k in self.server.clients if k in up))
+            self._set_up(round_id, tuple(k for k in self.server.clients if k in up))
         members = self.members(members)
-        self.round_id += 1
-        spec = RoundSpec(self.session, self.round_id, members, length,
-                         FixedPoint(bound, self.server.config.secure.frac_bits, len(members)))
-        state = ServerRound(self.protocol, self.server.config.secure.options, spec,
-                            {"kind": kind, "cycle": self.cycle, **workload})
+        self.round_id = round_id
+        spec = RoundSpec(self.session, round_id, members, shape[0], FixedPoint(shape[1], shape[2], len(members)))
+        state = ServerRound(self.protocol, secure.options, spec, {"kind": kind, "cycle": self.cycle, **workload})
         t0 = time.perf_counter()
         drive(self.server.channel, state, message_type=ROUND_TYPE, group=f"{self.cycle}.{self.round_id}")
         result = state.outcome(time.perf_counter() - t0)
-        self.records.append({"kind": kind, "round": self.round_id, "length": length, "members": list(members),
+        if release is not None:
+            result = dataclasses.replace(result, total=release.server_total(
+                result.total, result.contributors, privacy.noise_source(self.label, round_id, SERVER)))
+        self.ledger.append(sum_entry(round_id=round_id, kind=statistic.kind, length=length,
+                                     protocol=self.protocol.NAME, contributors=result.contributors,
+                                     cal=release and release.calibration))
+        self.records.append({"kind": kind, "round": self.round_id, "length": shape[0], "members": list(members),
                              "contributors": list(result.contributors), "seconds": result.seconds,
                              "protocol_bytes": result.report.total_bytes,
                              "unanswered": [list(u) for u in result.wire.unanswered],
@@ -207,12 +236,20 @@ class FalServer:
         self.share = dict(zip(self.clients, split_budget(self.budget, [self.budget] * len(self.clients))))
         self.weight_bound = float(2 ** math.ceil(math.log2(max(self.n_train, 1))))
         self.gamma_bar: float | None = None   # fairfal: set at the first query, then kept
+        # the run's budget is planned (and a config over it refused) before any client is asked anything
+        self.privacy = build_privacy(config, self.trainer, list(self.share.values()), self.x_test[:1])
 
     def fedavg(self, session: CycleSession, r: int, global_vec: np.ndarray) -> np.ndarray:
-        """FedAvg round r (0-based): the new global vector."""
+        """FedAvg round r (0-based): the new global vector (under differential privacy: plus the noised mean of the
+        clients' clipped deltas, ``noised_mean``, as ``Aggregator.weighted_mean``)."""
         fed = self.trainer.fedavg
-        result = session.sum("fedavg", len(global_vec) + 1, fed.update_bound * self.weight_bound,
-                             {"round": r, "global": global_vec.astype(np.float64).tobytes()})
+        workload = {"round": r, "global": global_vec.astype(np.float64).tobytes()}
+        if self.privacy is not None:
+            result = session.sum("fedavg", len(global_vec), fed.update_bound, workload, UPDATE_STATISTIC)
+            return global_vec + noised_mean(result.total, len(result.contributors),
+                                            self.privacy.clip_for(UPDATE_STATISTIC))
+        result = session.sum("fedavg", len(global_vec) + 1, fed.update_bound * self.weight_bound, workload,
+                             UPDATE_STATISTIC)
         weight = float(result.total[-1])
         if weight <= 0:
             raise DropoutError("total weight of the contributors is 0", round_id=session.round_id,
@@ -246,7 +283,7 @@ class FalServer:
         payload: dict[str, object] = {"global": global_raw}
         if strategy == "fairfal":
             if self.gamma_bar is None:
-                self.gamma_bar = mean_gamma(session.sum("gamma", 2, 1.0, {"global": global_raw}).total)
+                self.gamma_bar = mean_gamma(session.sum("gamma", 2, 1.0, {"global": global_raw}, GAMMA_STATISTIC).total)
             payload["gamma-bar"] = self.gamma_bar
             details["gamma_bar"] = self.gamma_bar
         elif strategy == "fal-global":
@@ -265,7 +302,7 @@ class FalServer:
         def stats_sum(centres: np.ndarray) -> np.ndarray:
             m, d = centres.shape
             return session.sum("kmeans", m + 2 * m * d, kmeans.bound,
-                               {"centres": centres.astype(np.float64).tobytes(), "m": m}).total
+                               {"centres": centres.astype(np.float64).tobytes(), "m": m}, kmeans.statistic).total
 
         fit = kmeans.fit_sums(stats_sum, self.embedding_dim)
         centroids = fit.centroids.astype(np.float64).tobytes()
@@ -277,7 +314,7 @@ class FalServer:
                 result = session.sum("owners", len(thresholds), 1.0, {
                     "centroids": centroids, "m": len(thresholds), "owners-members": list(members),
                     "thresholds": thresholds.astype(np.int64).tobytes(), "active": mask.astype(np.uint8).tobytes()},
-                    members=session.members(members))
+                    ownership_statistic(len(thresholds)), members=session.members(members))
                 return result.total, result.contributors
 
             owner_threshold, members = owner_thresholds(self.clients, len(fit.centroids), count_under)
@@ -296,7 +333,8 @@ class FalServer:
     def run(self, on_cycle: Callable[[dict], None] | None = None) -> list[dict]:
         """Every cycle of the experiment; returns (and passes to ``on_cycle``) one record per cycle:
         cycle, accuracy, rounds (per FedAvg round: members, contributors, ...), selection, setup (CKKS),
-        seconds."""
+        privacy_ledger (the cycle's sums, then the selected counts the server received in the clear, as in the
+        in-process record), seconds."""
         records = []
         for c in range(self.config.active.cycles):
             t0 = time.perf_counter()
@@ -307,6 +345,8 @@ class FalServer:
             global_vec = layout.get(model)
             for r in range(self.config.training.rounds):
                 layout.set(model, self.fedavg(session, r, global_vec))
+                if self.privacy is not None:
+                    valid_running_vars(model)
                 global_vec = layout.get(model)
             accuracy = self.trainer.accuracy(model, self.x_test, self.y_test)
             record: dict = {"cycle": c, "accuracy": accuracy, "rounds": list(session.records)}
@@ -314,6 +354,11 @@ class FalServer:
                 record["setup"], record["setups"] = session.setup, session.setups
             if c < self.config.active.cycles - 1:
                 record["selection"] = self.select(session, global_vec.astype(np.float64).tobytes())
+            ledger = [{"cycle": c, **entry} for entry in session.ledger]
+            if "selection" in record:
+                selected = record["selection"]["selected"]
+                ledger.append({"cycle": c, **selected_counts_entry([selected.get(str(k)) for k in self.clients])})
+            record["privacy_ledger"] = ledger
             record["seconds"] = time.perf_counter() - t0
             log.info("cycle %d: accuracy %.4f, %.1f s", c, accuracy, record["seconds"])
             records.append(record)
@@ -326,7 +371,8 @@ def make_fal_server_app(settings: FalSettings | None = None, record: dict | None
     """A ServerApp running ``FalServer`` over the Grid; settings from the run config unless given.
 
     The record {"settings", "clients", "cycles": [...], "wire": {"down", "up"} (Flower bytes), "started" (Unix time
-    the ServerApp began), "seconds"}, plus
+    the ServerApp began), "seconds", "privacy_ledger" (every cycle's entries in order) and "privacy"
+    (``experiment.privacy.privacy_summary``: the settings and epsilon spent), as in results.json}, plus
     "error" if the run fails (then re-raised), is kept in ``record`` (when given: filled in place, for callers
     in the same process, e.g. the simulation engine) and written to ``result_file`` after every cycle.
     """
@@ -343,6 +389,9 @@ def make_fal_server_app(settings: FalSettings | None = None, record: dict | None
         def save() -> None:
             out["wire"] = {"down": sum(wire.bytes_down.values()), "up": sum(wire.bytes_up.values())}
             out["seconds"] = time.perf_counter() - t0
+            out["privacy_ledger"] = [e for c in out["cycles"] for e in c["privacy_ledger"]]
+            if server is not None:
+                out["privacy"] = privacy_summary(server.config, server.privacy)
             if s.result_file:
                 write_json(s.result_file, out)
 
@@ -350,6 +399,7 @@ def make_fal_server_app(settings: FalSettings | None = None, record: dict | None
             out["cycles"].append(record)
             save()
 
+        server = None
         try:
             config = ExperimentConfig.from_dict(json.loads(s.experiment))
             patience = Patience(s.timeout)

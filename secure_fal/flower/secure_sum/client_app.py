@@ -9,6 +9,9 @@ Node config (``flower-supernode --node-config "client-id=3 protocols='masking'"`
   server cannot switch a node to plaintext.
 - ``min-clients`` (int, default 2): rounds with fewer clients are refused (a sum over one client is
   that client's input).
+- ``privacy`` (JSON object of ``NodePrivacy`` fields, default none): the differential privacy the node requires
+  of every sum (``node_config.privacy_of``); it then clips and noises its input as in process
+  (``envelope.protocol_input``) and refuses a round without noise or with less than it requires.
 
 A client that refuses or fails a batch raises; Flower turns that into an Error reply, which the server
 counts as no answer.
@@ -28,7 +31,8 @@ from flwr.clientapp import ClientApp
 from ...secagg.errors import InputError
 from ...secagg.machine import RoundSpec
 from ..carrier.envelope import HELLO_ACTION, ROUND_ACTION, InputSource, client_step, hello_content
-from ..carrier.node_config import DEFAULT_PROTOCOLS, client_id_of, policy_of
+from ...secagg.privacy.release import NodePrivacy
+from ..carrier.node_config import DEFAULT_PROTOCOLS, client_id_of, policy_of, privacy_of
 from ..carrier.session_keys import SETUP_ACTION, client_setup_step
 from .synthetic import synthetic_input
 
@@ -42,13 +46,15 @@ def synthetic_inputs(spec: RoundSpec, cid: int, workload: Mapping[str, object]) 
     return synthetic_input(seed, cid, spec.round_id, spec.length, spec.encoding.bound)
 
 
-def make_client_app(inputs: InputSource = synthetic_inputs, protocols: str = DEFAULT_PROTOCOLS) -> ClientApp:
+def make_client_app(inputs: InputSource = synthetic_inputs, protocols: str = DEFAULT_PROTOCOLS,
+                    privacy: NodePrivacy | None = None) -> ClientApp:
     """A ClientApp answering ``query.secure_fal_hello``, ``query.secure_fal_setup`` (session keys, CKKS) and
     ``query.secure_fal_round``.
 
     Args:
         inputs: (round spec, client id, workload parameters) -> the client's vector (L,).
         protocols: protocols accepted where the node config sets no ``protocols`` (comma-separated).
+        privacy: the differential privacy required where the node config sets no ``privacy``.
     """
     app = ClientApp()
 
@@ -65,7 +71,7 @@ def make_client_app(inputs: InputSource = synthetic_inputs, protocols: str = DEF
     @app.query(ROUND_ACTION)
     def secure_round(message: Message, context: Context) -> Message:
         answer = client_step(message.content, context.state, client_id_of(context), inputs,
-                             policy_of(context, protocols))
+                             policy_of(context, protocols), privacy_of(context, privacy))
         return Message(answer, reply_to=message)
 
     return app

@@ -46,6 +46,13 @@ def disclosure_entry(*, kind: str, shape: Sequence[int], learned_text: str) -> d
             "mechanism": "none", "noise": None, "learned": learned_text, "derived": "", "calibration": None}
 
 
+def selected_counts_entry(counts: Sequence[int | None]) -> dict:
+    """The ledger entry of the selection counts a server receives in the clear after a cycle's selection (one per
+    client; None: a client that did not answer)."""
+    return disclosure_entry(kind="selected-counts", shape=[len(counts)],
+                            learned_text=f"how many samples each client labeled, in the clear: {list(counts)}")
+
+
 def format_ledger(entries: Sequence[dict], privacy: dict | None) -> str:
     """The ledger as a text table (one line per entry) followed by the epsilon spent."""
     header = ("cycle", "round", "kind", "shape", "protocol", "n", "mechanism", "noise std", "server learned")

@@ -160,13 +160,30 @@ class PrivacySession:
                 "per_kind": {k: epsilon([c], delta) for k, c in sorted(self._curves.items())},
                 "releases": len(self.releases), "delta": delta}
 
-    def noise_source(self, session: int, round_id: int, client: int) -> NoiseSource:
-        """The ChaCha20 source of one client's noise share and rounding in one round (or the server's, client -1,
-        for central-gaussian): a fresh OS key, or one derived from ``noise_seed``."""
-        if self.settings.noise_seed is None:
-            return NoiseSource()
-        material = f"secure_fal.dp/{self.settings.noise_seed}/{session}/{round_id}/{client}".encode()
-        return NoiseSource(hashlib.blake2b(material, digest_size=32).digest())
+    def noise_source(self, label: int, round_id: int, client: int) -> NoiseSource:
+        """This run's noise source of one client in one round (``noise_source`` with the settings' noise seed)."""
+        return noise_source(self.settings.noise_seed, label, round_id, client)
+
+
+SERVER = -1
+"""The client id of the server's own noise source (central-gaussian)."""
+
+
+def noise_source(noise_seed: int | None, label: int, round_id: int, client: int) -> NoiseSource:
+    """The ChaCha20 source of one client's noise share and rounding in round ``round_id`` of the session named
+    ``label`` (``dp_label``), or the server's (client ``SERVER``, for central-gaussian): a fresh OS key, or one
+    derived from ``noise_seed`` (the same in process and over Flower)."""
+    if noise_seed is None:
+        return NoiseSource()
+    material = f"secure_fal.dp/{noise_seed}/{label}/{round_id}/{client}".encode()
+    return NoiseSource(hashlib.blake2b(material, digest_size=32).digest())
+
+
+def dp_label(seed: int) -> int:
+    """The public 64-bit name of a secure-aggregation session seeded ``seed`` in the DP rotation and in noise keys
+    derived from a ``noise_seed``: the same in process (``Aggregator(seed=...)``) and over Flower, so runs noise
+    alike under every protocol and engine."""
+    return int.from_bytes(hashlib.blake2b(f"secure_fal.dp.label/{seed}".encode(), digest_size=8).digest(), "big")
 
 
 def rotation_seed(session: int, round_id: int) -> int:

@@ -7,6 +7,10 @@
   same dropout (``run_experiment(faults=...)``), bit for bit.
 - A node that loads its own data (node config ``data``: an ``.npz``) instead of its part of the simulated split:
   with the same rows the run is the same.
+- Differential privacy (``[privacy]`` with a noise seed): FAL-Global under masking (ddg) and FairFAL under CKKS
+  (skellam) without a Flower runtime, and one CKKS run in the simulation engine, equal the in-process run noise
+  included: accuracies bit for bit, the privacy ledger and the epsilon spent; nodes refuse a round without noise or
+  with a smaller noise multiplier than their config's; a config over its budget is refused before any message.
 - Deployment engine: SuperLink + 3 SuperNodes on 127.0.0.1 that poll every 0.2 s when idle (``supernode``) and run
   their ClientApp tasks in forks of a warm process (``fork_executor``), F-AL under masking, node 1 SIGKILLed in the last cycle right after it received the
   masked-input exchange; same comparison. It runs in the default suite, since CI must run it.
@@ -311,6 +315,35 @@ def test_fairfal_under_ckks_in_the_simulation_engine_equals_in_process(tmp_path)
         torch.set_num_threads(threads)
     check_same(config, record["cycles"], want, {})
     assert all(c["setup"]["key_holders"] == list(CLIENTS) for c in record["cycles"])
+
+
+def test_dp_fal_under_ckks_in_the_simulation_engine_equals_in_process(tmp_path, capsys):
+    # the nodes clip and add their ddg shares in Ray workers; same noised sums, accuracy, ledger and epsilon
+    pytest.importorskip("ray")
+    overrides = {**TINY, **DP, "active.cycles": 1, "secure.protocol": "ckks", "secure.options": {}}
+    out = subprocess.run([sys.executable, "-c", SIMULATE, json.dumps(overrides), str(len(CLIENTS))],
+                         capture_output=True, text=True, timeout=RUN_LIMIT)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RECORD ")]
+    assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]
+    record = json.loads(lines[-1][len("RECORD "):])
+    assert "error" not in record, record["error"]
+    config = load_config(None, overrides)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the simulation's Ray workers (num_cpus=1)
+    try:
+        want, _, _ = in_process(config, tmp_path / "in-process", {})
+    finally:
+        torch.set_num_threads(threads)
+    check_same(config, record["cycles"], want, {})
+    check_same_privacy(record["cycles"], record["privacy"], want)
+    assert record["privacy_ledger"] == want["privacy_ledger"]
+    result_file = tmp_path / "flower-result.json"
+    result_file.write_text(json.dumps(record))
+    from secure_fal.cli import main
+
+    assert main(["ledger", str(result_file)]) == 0
+    spent = record["privacy"]["epsilon_spent"]["total"]
+    assert f"epsilon spent: {spent:.4g}" in capsys.readouterr().out
 
 
 def test_fal_client_refuses_a_bad_selection_request():

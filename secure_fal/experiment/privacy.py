@@ -10,6 +10,7 @@ depends on the bound it declares; the aggregator charges every actual release an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -73,10 +74,7 @@ def build_privacy(config: ExperimentConfig, trainer: Trainer, shares: Sequence[i
     if not p.enabled:
         return None
     plan = release_plan(config, trainer, shares, sample)
-
-    def settings(z: float) -> DPSettings:
-        return dp_settings(config, z)
-
+    settings = functools.partial(dp_settings, config)
     try:
         if p.noise_multiplier is None:
             z = calibrate_noise(lambda z: planned_epsilon(settings(z), plan), p.epsilon)

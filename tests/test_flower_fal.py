@@ -297,23 +297,30 @@ print("RECORD " + json.dumps(simulate_fal(load_config(None, json.loads(sys.argv[
 """
 
 
-def test_fairfal_under_ckks_in_the_simulation_engine_equals_in_process(tmp_path):
-    pytest.importorskip("ray")
-    overrides = {**TINY, "active.strategy": "fairfal", "secure.protocol": "ckks", "secure.options": {}}
+def simulated_and_in_process(overrides: dict, out_dir) -> tuple[dict, dict]:
+    """(the simulation engine's record of the FAL run ``overrides``, in a child process; the in-process results of
+    the same config with one torch thread, as in the simulation's Ray workers (num_cpus=1): float sums depend on
+    the split)."""
     out = subprocess.run([sys.executable, "-c", SIMULATE, json.dumps(overrides), str(len(CLIENTS))],
                          capture_output=True, text=True, timeout=RUN_LIMIT)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RECORD ")]
     assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]
     record = json.loads(lines[-1][len("RECORD "):])
     assert "error" not in record, record["error"]
-    config = load_config(None, overrides)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the simulation's Ray workers (num_cpus=1): float sums depend on the split
+    torch.set_num_threads(1)
     try:
-        want, _, _ = in_process(config, tmp_path, {})
+        want, _, _ = in_process(load_config(None, overrides), out_dir, {})
     finally:
         torch.set_num_threads(threads)
-    check_same(config, record["cycles"], want, {})
+    return record, want
+
+
+def test_fairfal_under_ckks_in_the_simulation_engine_equals_in_process(tmp_path):
+    pytest.importorskip("ray")
+    overrides = {**TINY, "active.strategy": "fairfal", "secure.protocol": "ckks", "secure.options": {}}
+    record, want = simulated_and_in_process(overrides, tmp_path)
+    check_same(load_config(None, overrides), record["cycles"], want, {})
     assert all(c["setup"]["key_holders"] == list(CLIENTS) for c in record["cycles"])
 
 
@@ -321,19 +328,8 @@ def test_dp_fal_under_ckks_in_the_simulation_engine_equals_in_process(tmp_path, 
     # the nodes clip and add their ddg shares in Ray workers; same noised sums, accuracy, ledger and epsilon
     pytest.importorskip("ray")
     overrides = {**TINY, **DP, "active.cycles": 1, "secure.protocol": "ckks", "secure.options": {}}
-    out = subprocess.run([sys.executable, "-c", SIMULATE, json.dumps(overrides), str(len(CLIENTS))],
-                         capture_output=True, text=True, timeout=RUN_LIMIT)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RECORD ")]
-    assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]
-    record = json.loads(lines[-1][len("RECORD "):])
-    assert "error" not in record, record["error"]
+    record, want = simulated_and_in_process(overrides, tmp_path / "in-process")
     config = load_config(None, overrides)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the simulation's Ray workers (num_cpus=1)
-    try:
-        want, _, _ = in_process(config, tmp_path / "in-process", {})
-    finally:
-        torch.set_num_threads(threads)
     check_same(config, record["cycles"], want, {})
     check_same_privacy(record["cycles"], record["privacy"], want)
     assert record["privacy_ledger"] == want["privacy_ledger"]

@@ -117,3 +117,19 @@ def test_ledger_lists_every_sum_with_what_the_server_learned():
     plain = Aggregator("plaintext", range(N_CLIENTS), seed=3)
     plain.sum(inputs(), bound=1.0)
     assert plain.ledger[0]["learned"] == "every input (5)" and plain.ledger[0]["kind"] == "undeclared"
+
+
+def test_a_node_takes_its_own_release_and_refuses_a_weaker_one():
+    # secagg.privacy.release: what a Flower node checks before it adds its share (protocols/dp.md, "Over Flower")
+    from dataclasses import replace
+
+    from secure_fal.secagg.privacy.release import NodePrivacy, open_release
+
+    settings = session().settings
+    release = open_release(PrivacySession(settings), UPDATE, LENGTH, "masking", 11, 1, 1.0)
+    NodePrivacy.of(settings).check(release, client=2)
+    for node, field in [(replace(settings, noise_multiplier=1.5), "noise_multiplier"),
+                        (replace(settings, mechanism="skellam"), "mechanism"),
+                        (replace(settings, bits=24), "dp"), (replace(settings, min_contributors=2), "dp")]:
+        with pytest.raises(PrivacyError, match=f"client 2.*round 1.*field '{field}'"):
+            NodePrivacy.of(node).check(release, client=2)

@@ -11,7 +11,9 @@ secure sums are numbered 1, 2, ... in the order the in-process strategy calls ``
 
 1. a fresh global model (seed ``init``); per FedAvg round r a secure sum of length L + 1 whose opening carries
    the global model; each client trains locally and its input is [n_k * delta, n_k]; the server sets
-   global += sum(n_k delta_k) / sum(n_k) over the contributors;
+   global += sum(n_k delta_k) / sum(n_k) over the contributors (under ``[privacy]``: the input is delta_k, which
+   the node clips and noises, and global += the projected noised mean, as in process; protocols/dp.md, "Over
+   Flower");
 2. the server evaluates the global model on the test set;
 3. except in the last cycle, selection (protocols/flower.md, "FAL experiments over Flower"):
    - s-al, f-al, fal-local: every client selects alone (with its local-only, the global, or the fine-tuned

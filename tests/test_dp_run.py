@@ -103,7 +103,8 @@ def test_dp_accuracy_sweeps_a_config_and_resumes(tmp_path, capsys):
 
     config = tmp_path / "tiny.toml"
     config.write_text(CONFIG)
-    argv = ["--config", str(config), "--set", "secure.protocol='masking'", "--epsilons", "4", "inf",
+    argv = ["--config", str(config), "--set", "secure.protocol='masking'", "--set", "active.cycles=1",
+            "--set", "training.rounds=1", "--set", "training.lr=0.2", "--epsilons", "4", "inf",
             "--mechanisms", "ddg", "skellam", "central-gaussian", "--seeds", "1", "--out", str(tmp_path / "out")]
     assert dp_accuracy.main(argv) == 0
     runs = json.loads((tmp_path / "out" / "dp_accuracy.json").read_text())["runs"]

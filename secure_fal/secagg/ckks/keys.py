@@ -69,8 +69,9 @@ def _nonce(dealer: int, recipient: int) -> bytes:
     return struct.pack(">iiI", dealer, recipient, 0)
 
 
-class _Party:
-    """Message coding bound to one key distribution (its session and ``SETUP_ROUND``)."""
+class SetupParty:
+    """Message coding bound to one key distribution (its session and ``SETUP_ROUND``; subclasses of another
+    protocol set PROTOCOL and KINDS). ``spec`` needs a ``session``."""
 
     PROTOCOL = PROTOCOL_ID
     KINDS = KINDS
@@ -81,11 +82,11 @@ class _Party:
         self.phase = "init"
 
     def send(self, recipient: int, msg: Message) -> bytes:
-        return encode(Header(PROTOCOL_ID, msg.KIND, self.spec.session, SETUP_ROUND, self.me, recipient), msg)
+        return encode(Header(self.PROTOCOL, msg.KIND, self.spec.session, SETUP_ROUND, self.me, recipient), msg)
 
     def accept(self, data: bytes, allowed: tuple[type[Message], ...]) -> tuple[Header, Message]:
         """Decode ``data``; check session, round, recipient and phase (as ``machine._Party.accept``)."""
-        header, msg = decode(data, KINDS, PROTOCOL_ID)
+        header, msg = decode(data, self.KINDS, self.PROTOCOL)
         who = None if header.sender == SERVER else header.sender
         if header.session != self.spec.session or header.round_id != SETUP_ROUND:
             raise ReplayError(f"message from session {header.session:#x} round {header.round_id}, this is the key "
@@ -100,7 +101,7 @@ class _Party:
         return header, msg
 
 
-class KeyServer(_Party):
+class KeyServer(SetupParty):
     """Relays keys between the members; never sees a secret key.
 
     Phases: "keys" (a MemberKey from each member), "deal" (DealtKeys from the dealer), "ack" (a KeyAck from each
@@ -226,7 +227,7 @@ class KeyServer(_Party):
         self.phase = "done"
 
 
-class KeyClient(_Party):
+class KeyClient(SetupParty):
     """A member: makes an X25519 key pair, then deals the CKKS keys (the dealer) or receives them (the others).
 
     Phases: "key" (waiting for KeyRequest), then "deal" for the dealer (waiting for MemberKeys) or "sealed" for

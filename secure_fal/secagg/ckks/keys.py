@@ -100,6 +100,30 @@ class SetupParty:
                                   round_id=SETUP_ROUND)
         return header, msg
 
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    def accept_from_member(self, data: bytes, allowed: tuple[type[Message], ...]) -> tuple[int, Message]:
+        """Server side: ``accept`` plus the sender is a member (MessageError naming it); (sender, message)."""
+        header, msg = self.accept(data, allowed)
+        if header.sender not in self.spec.members:
+            raise MessageError("sender is not a member of this setup", client=header.sender, round_id=SETUP_ROUND)
+        return header.sender, msg
+
+    def store_member_key(self, sender: int, msg: MemberKey) -> bool:
+        """Server side: keep ``sender``'s X25519 key in ``self.public_keys`` (ReplayError for a second one,
+        MessageError for an unusable one, field 'public_key'); True once every member has sent one."""
+        if sender in self.public_keys:
+            raise ReplayError("second MemberKey", client=sender, round_id=SETUP_ROUND, field="public_key")
+        try:
+            check_public_key(msg.public_key)
+        except ValueError as exc:
+            raise MessageError(f"unusable X25519 public key: {exc}", client=sender, round_id=SETUP_ROUND,
+                               field="public_key") from None
+        self.public_keys[sender] = msg.public_key
+        return len(self.public_keys) == len(self.spec.members)
+
 
 class KeyServer(SetupParty):
     """Relays keys between the members; never sees a secret key.
@@ -121,10 +145,6 @@ class KeyServer(SetupParty):
         self.key_holders: tuple[int, ...] = ()
 
     @property
-    def done(self) -> bool:
-        return self.phase == "done"
-
-    @property
     def contributors(self) -> tuple[int, ...]:
         """The key holders (the name the in-process transport reads)."""
         return self.key_holders
@@ -136,10 +156,7 @@ class KeyServer(SetupParty):
 
     def receive(self, data: bytes) -> list[bytes]:
         allowed = {"keys": (MemberKey,), "deal": (DealtKeys,), "ack": (KeyAck,)}.get(self.phase, ())
-        header, msg = self.accept(data, allowed)
-        sender = header.sender
-        if sender not in self.spec.members:
-            raise MessageError("sender is not a member of this key setup", client=sender, round_id=SETUP_ROUND)
+        sender, msg = self.accept_from_member(data, allowed)
         if isinstance(msg, MemberKey):
             return self._on_member_key(sender, msg)
         if isinstance(msg, DealtKeys):
@@ -161,17 +178,7 @@ class KeyServer(SetupParty):
         return []
 
     def _on_member_key(self, sender: int, msg: MemberKey) -> list[bytes]:
-        if sender in self.public_keys:
-            raise ReplayError("second MemberKey", client=sender, round_id=SETUP_ROUND, field="public_key")
-        try:
-            check_public_key(msg.public_key)
-        except ValueError as exc:
-            raise MessageError(f"unusable X25519 public key: {exc}", client=sender, round_id=SETUP_ROUND,
-                               field="public_key") from None
-        self.public_keys[sender] = msg.public_key
-        if len(self.public_keys) == len(self.spec.members):
-            return self._ask_dealer()
-        return []
+        return self._ask_dealer() if self.store_member_key(sender, msg) else []
 
     def _ask_dealer(self) -> list[bytes]:
         self.phase = "deal"
@@ -242,10 +249,6 @@ class KeyClient(SetupParty):
         self.phase = "key"
         self._sk: X25519PrivateKey | None = None
         self.context: CKKSContext | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.phase == "done"
 
     def keys(self) -> bytes:
         """The private context's bytes (what ``CKKSProtocol.load_client_keys`` reads), once ``done``."""

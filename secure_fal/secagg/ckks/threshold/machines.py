@@ -19,9 +19,10 @@ import hashlib
 import numpy as np
 
 from ...errors import DecryptionError, DropoutError, InputError, MessageError
-from ...identity import SIGNATURE_BYTES, Identity, Roster, ids_bytes, statement
+from ...identity import Identity, Roster, ids_bytes, statement
 from ...machine import ClientMachine, RoundSpec, ServerMachine
 from ...messages import SERVER
+from ..machines import check_signed_inputs
 from .messages import KINDS, PROTOCOL_ID, Ciphertext, InputRequest, Partial, PartialRequest
 from .params import ThresholdParams, ThresholdPlan
 from .ring import derive_uniform, pack_residues, sample_error, sample_uniform_residues, unpack_residues
@@ -242,7 +243,7 @@ class ThresholdClient(ClientMachine):
             raise MessageError(f"responders {responders} are not {keys.threshold} committee members including this "
                                "one", client=self.me, round_id=spec.round_id, field="responders")
         if self.roster is not None:
-            self._check_signed_inputs(msg)
+            check_signed_inputs(self.me, spec, self.roster, contributors, msg.inputs, input_statement)
         ring, k = self.params.ring, plan.primes
         p = ring.moduli(k)
         share_sum = np.zeros((k, ring.n), dtype=np.uint64)
@@ -255,15 +256,3 @@ class ThresholdClient(ClientMachine):
         signature = b"" if self.identity is None else self.identity.sign(
             partial_statement(spec, self.me, contributors, responders, hashlib.sha256(packed).digest()))
         return Partial(packed, signature)
-
-    def _check_signed_inputs(self, msg: PartialRequest) -> None:
-        """Active mode: every listed contributor signed a c0 of this very round (MessageError naming it, 'inputs')."""
-        if sorted(msg.inputs) != list(msg.contributors):
-            raise MessageError("the signed inputs do not match the contributors", client=self.me,
-                               round_id=self.spec.round_id, field="inputs")
-        for c, entry in msg.inputs.items():
-            if len(entry) != 32 + SIGNATURE_BYTES:
-                raise MessageError("signed input of the wrong size", client=c, round_id=self.spec.round_id,
-                                   field="inputs")
-            self.roster.verify(c, input_statement(self.spec, c, entry[:32]), entry[32:], round_id=self.spec.round_id,
-                               field="inputs")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import DecryptionError, DropoutError, MessageError, ReplayError
-from ...masking.keys import (InvalidTag, check_public_key, new_private_key, open_sealed, pair_key, private_bytes,
+from ...masking.keys import (InvalidTag, new_private_key, open_sealed, pair_key, private_bytes,
                              private_from_bytes, public_bytes, seal)
 from ...messages import SERVER
 from ..key_messages import SETUP_ROUND, TAG_BYTES, KeyAck, MemberKey, MemberKeys
@@ -149,10 +149,6 @@ class ShareServer(SetupParty):
         self.committee: tuple[int, ...] = ()
 
     @property
-    def done(self) -> bool:
-        return self.phase == "done"
-
-    @property
     def contributors(self) -> tuple[int, ...]:
         return self.key_holders
 
@@ -166,10 +162,7 @@ class ShareServer(SetupParty):
 
     def receive(self, data: bytes) -> list[bytes]:
         allowed = {"keys": (MemberKey,), "deal": (DealtShares,), "ack": (KeyAck,)}.get(self.phase, ())
-        header, msg = self.accept(data, allowed)
-        sender = header.sender
-        if sender not in self.spec.members:
-            raise MessageError("sender is not a member of this share setup", client=sender, round_id=SETUP_ROUND)
+        sender, msg = self.accept_from_member(data, allowed)
         if isinstance(msg, MemberKey):
             return self._on_key(sender, msg)
         if isinstance(msg, DealtShares):
@@ -186,15 +179,7 @@ class ShareServer(SetupParty):
         return []
 
     def _on_key(self, sender: int, msg: MemberKey) -> list[bytes]:
-        if sender in self.public_keys:
-            raise ReplayError("second MemberKey", client=sender, round_id=SETUP_ROUND, field="public_key")
-        try:
-            check_public_key(msg.public_key)
-        except ValueError as exc:
-            raise MessageError(f"unusable X25519 public key: {exc}", client=sender, round_id=SETUP_ROUND,
-                               field="public_key") from None
-        self.public_keys[sender] = msg.public_key
-        return self._ask_deal() if len(self.public_keys) == len(self.spec.members) else []
+        return self._ask_deal() if self.store_member_key(sender, msg) else []
 
     def _ask_deal(self) -> list[bytes]:
         live = self._live_committee()
@@ -262,10 +247,6 @@ class ShareClient(SetupParty):
         self.phase = "key"
         self._sk: bytes | None = None
         self.state: ThresholdKeys | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.phase == "done"
 
     def keys(self) -> bytes:
         if self.state is None or not self.done:

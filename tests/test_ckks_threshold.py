@@ -125,6 +125,17 @@ def test_no_client_ever_holds_the_secret_key_and_nobody_holds_all_shares_of_othe
     assert proto.threshold >= 2 and all(len(proto._keys[c].shares) == 4 for c in proto.committee)
 
 
+def test_a_committee_smaller_than_the_session_decrypts_for_everyone():
+    xs = inputs(7, 40, seed=15)
+    agg = Aggregator("ckks", range(7), seed=0, params={"committee": 3})
+    res = agg.sum(xs, bound=1.0)
+    committee = agg.protocol.committee
+    assert len(committee) == 3 and agg.protocol.threshold == 2
+    ordinary = [c for c in range(7) if c not in committee]
+    assert all(res.report.bytes_down[c] == 30 for c in ordinary)      # one InputRequest, one upload: one-shot
+    assert np.array_equal(res.total, plaintext(xs, res.contributors))
+
+
 def test_contributors_that_encrypted_then_dropped_stay_in_the_sum():
     xs = inputs(6, 30, seed=3)
     agg = Aggregator("ckks", range(6), seed=0)
@@ -378,3 +389,34 @@ def test_wire_sizes_are_bit_packed():
     assert packed == plan.blocks * plan.primes * 8192 * plan.width // 8
     assert min(res.report.bytes_up.values()) == 30 + 4 + packed + 4     # header, c0 (length-prefixed), signature
     assert Ciphertext.KIND in KINDS
+
+
+@pytest.mark.slow
+def test_costs_at_100k_values_against_the_dealer_mode():
+    """Measured costs (docs/benchmarks.md): `pytest -m slow tests/test_ckks_threshold.py -s`."""
+    import time
+    n, length = 10, 100_000
+    xs = inputs(n, length, seed=20)
+    rows = {}
+    for label, kw in (("threshold", {}), ("dealer", {"mode": "dealer"})):
+        t0 = time.perf_counter()
+        agg = Aggregator("ckks", range(n), seed=0, **kw)
+        if agg.protocol.setup_due(1):
+            setup = run_setup(agg.protocol, agg.session, agg.clients, 1)
+            setup_up = max(setup.bytes_up.values())
+            setup_down = max(setup.bytes_down.values())
+        else:
+            setup_up = setup_down = agg.protocol.setup_cost.secret_context_bytes
+        setup_s = time.perf_counter() - t0
+        res = agg.sum(xs, bound=1.0)
+        assert np.max(np.abs(res.total - plaintext(xs, range(n)))) <= n * 2.0 ** -24
+        rep = res.report
+        encrypt = np.median([rep.client_seconds[c]["input"] for c in range(n)])
+        decrypt = max(rep.client_seconds[c].get("decrypt", 0.0) for c in range(n))
+        up = min(rep.bytes_up.values())
+        rows[label] = (setup_up, setup_down, setup_s, up / length, encrypt, decrypt, sum(rep.server_seconds.values()))
+    print("\nmode | setup up / down B per client (max) | setup s (all, in process) | round up B/value (ordinary "
+          "client) | encrypt s (median) | partial/decrypt s (max) | server s")
+    for label, row in rows.items():
+        print(label, "| %d / %d | %.2f | %.2f | %.3f | %.3f | %.3f" % row)
+    assert rows["threshold"][3] <= 1.1 * rows["dealer"][3]

@@ -202,10 +202,25 @@ def random_residues(ring: RNSRing, k: int, count: int) -> np.ndarray:
 
 
 def pack_residues(x: np.ndarray, width: int) -> bytes:
-    """Residues < 2^width (any shape), ``width`` bits each, big-endian bit order: ceil(count * width / 8) bytes."""
-    flat = np.ascontiguousarray(x.reshape(-1).astype(">u4"))
-    bits = np.unpackbits(flat.view(np.uint8)).reshape(-1, 32)[:, 32 - width:]
-    return np.packbits(bits.reshape(-1)).tobytes()
+    """Residues < 2^width (width <= 32; any shape), ``width`` bits each, most significant bit first, no gaps:
+    ceil(count * width / 8) bytes. Eight residues fill exactly ``width`` bytes, assembled in four uint64 words."""
+    flat = x.reshape(-1).astype(np.uint64)
+    count = flat.size
+    groups = -(-count // 8)
+    v = np.zeros(groups * 8, dtype=np.uint64)
+    v[:count] = flat
+    v = v.reshape(groups, 8)
+    words = np.zeros((groups, 4), dtype=np.uint64)
+    for i in range(8):
+        word, shift = divmod(i * width, 64)
+        end = shift + width
+        if end <= 64:
+            words[:, word] |= v[:, i] << np.uint64(64 - end)
+        else:
+            words[:, word] |= v[:, i] >> np.uint64(end - 64)
+            words[:, word + 1] |= v[:, i] << np.uint64(128 - end)
+    out = words.astype(">u8").view(np.uint8).reshape(groups, 32)[:, :width]
+    return out.tobytes()[:-(-count * width // 8)]
 
 
 def unpack_residues(data: bytes, width: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -213,7 +228,19 @@ def unpack_residues(data: bytes, width: int, shape: tuple[int, ...]) -> np.ndarr
     count = math.prod(shape)
     if len(data) != -(-count * width // 8):
         raise ValueError(f"{len(data)} bytes, expected {-(-count * width // 8)} for {count} residues of {width} bits")
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:count * width].reshape(count, width)
-    padded = np.zeros((count, 32), dtype=np.uint8)
-    padded[:, 32 - width:] = bits
-    return np.packbits(padded, axis=1).view(">u4").reshape(shape).astype(np.uint64)
+    groups = -(-count // 8)
+    raw = np.zeros((groups, 32), dtype=np.uint8)
+    padded = np.zeros(groups * width, dtype=np.uint8)
+    padded[:len(data)] = np.frombuffer(data, dtype=np.uint8)
+    raw[:, :width] = padded.reshape(groups, width)
+    words = raw.view(">u8").astype(np.uint64)
+    mask = np.uint64((1 << width) - 1)
+    v = np.empty((groups, 8), dtype=np.uint64)
+    for i in range(8):
+        word, shift = divmod(i * width, 64)
+        end = shift + width
+        if end <= 64:
+            v[:, i] = (words[:, word] >> np.uint64(64 - end)) & mask
+        else:
+            v[:, i] = ((words[:, word] << np.uint64(end - 64)) | (words[:, word + 1] >> np.uint64(128 - end))) & mask
+    return v.reshape(-1)[:count].reshape(shape)

@@ -198,7 +198,18 @@ class ThresholdClient(ClientMachine):
         self.params, self.keys, self.min_contributors = params, keys, min_contributors
         self.identity, self.roster = identity, roster
         self.plan = ThresholdPlan.for_round(params, spec, keys.threshold)
+        self._a: np.ndarray | None = None
         self.phase = "input"
+
+    def __getstate__(self) -> dict:
+        """Picklable (a Flower node keeps the machine between exchanges) without the derivable a_{r,b}."""
+        return {**self.__dict__, "_a": None}
+
+    def _public_polynomials(self) -> np.ndarray:
+        """a_{r,b} of this round (derived once: a responder uses them to encrypt and to decrypt)."""
+        if self._a is None:
+            self._a = public_polynomials(self.params, self.spec, self.plan)
+        return self._a
 
     def receive(self, data: bytes) -> list[bytes]:
         allowed = {"input": (InputRequest,), "decrypt": (PartialRequest,)}.get(self.phase, ())
@@ -223,8 +234,7 @@ class ThresholdClient(ClientMachine):
         message = (ring.scaled_residues(m, 1 << plan.scale_bits, k)
                    + ring.residues(sample_error((plan.blocks, n)), k)) % p
         s_hat = ring.ntt(ring.residues(self.keys.secret, k))
-        a = public_polynomials(self.params, spec, plan)
-        c0 = (ring.ntt(message) + p - a * s_hat % p) % p
+        c0 = (ring.ntt(message) + p - self._public_polynomials() * s_hat % p) % p
         return pack_residues(c0, plan.width)
 
     def _partial(self, msg: PartialRequest) -> Partial:
@@ -250,9 +260,8 @@ class ThresholdClient(ClientMachine):
         for c in contributors:
             share_sum = (share_sum + keys.shares[c][:k]) % p
         scaled = ring.ntt(share_sum * lagrange_at_zero(ring.primes[:k], responders, self.me) % p)
-        a = public_polynomials(self.params, spec, plan)
         smudge = ring.ntt(sample_uniform_residues(ring, k, (plan.blocks,), plan.smudge_bits))
-        packed = pack_residues((a * scaled % p + smudge) % p, plan.width)
+        packed = pack_residues((self._public_polynomials() * scaled % p + smudge) % p, plan.width)
         signature = b"" if self.identity is None else self.identity.sign(
             partial_statement(spec, self.me, contributors, responders, hashlib.sha256(packed).digest()))
         return Partial(packed, signature)

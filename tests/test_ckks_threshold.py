@@ -420,3 +420,19 @@ def test_costs_at_100k_values_against_the_dealer_mode():
     for label, row in rows.items():
         print(label, "| %d / %d | %.2f | %.2f | %.3f | %.3f | %.3f" % row)
     assert rows["threshold"][3] <= 1.1 * rows["dealer"][3]
+
+
+def test_active_mode_responder_refuses_a_contributor_list_signed_for_another_round():
+    xs = inputs(4, 10, seed=16)
+    proto = dealt(4, active=True)
+    first = run_to_partials(proto, xs, spec_for(range(4), 10, round_id=1))[0]
+    signed_round_1 = {c: first.signed[c] for c in first.contributors}
+    spec = spec_for(range(4), 10, round_id=2)
+    j = proto.committee[0]
+    machine = proto.client(j, spec, xs[j])
+    machine.receive(encode_request_input(spec, j))
+    stale = encode(Header(PROTOCOL_ID, PartialRequest.KIND, spec.session, 2, SERVER, j),
+                   PartialRequest(tuple(range(4)), proto.committee[:proto.threshold], signed_round_1))
+    with pytest.raises(MessageError, match="invalid signature") as err:
+        machine.receive(stale)
+    assert (err.value.round_id, err.value.field) == (2, "inputs")

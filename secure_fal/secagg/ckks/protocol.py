@@ -1,6 +1,8 @@
-"""CKKS protocol: clients encrypt, the server adds ciphertexts, one key-holding client decrypts the sum.
+"""CKKS protocol object. ``CKKSProtocol(mode="threshold")`` (the default) builds a ``ThresholdCKKSProtocol``
+(``threshold/protocol.py``: no key holder); this module is the dealer mode: clients encrypt, the server adds
+ciphertexts, one key-holding client decrypts the sum.
 
-Flow of a round (spec: protocols/ckks.md):
+Flow of a round in dealer mode (spec: protocols/ckks.md):
 
     server -> every client      Request
     client -> server            EncryptedInput   ceil(L / (N/2)) ciphertexts of y = q / M

@@ -272,7 +272,7 @@ def test_attack_6_the_ckks_decryptor_checks_count_freshness_and_the_signed_contr
     from secure_fal.secagg.ckks.protocol import CKKSProtocol
 
     n, length = 3, 10
-    proto = CKKSProtocol(active=True, min_contributors=2)
+    proto = CKKSProtocol(mode="dealer", active=True, min_contributors=2)
     proto.setup(range(n), None)
     xs = {c: np.full(length, 0.25 * (c + 1)) for c in range(n)}
     requests = {}

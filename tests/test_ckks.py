@@ -29,7 +29,7 @@ def plaintext(xs, contributors, bound=1.0, frac_bits=24):
 
 
 def session(clients, **kw):
-    proto = CKKSProtocol(**kw)
+    proto = CKKSProtocol(mode="dealer", **kw)
     proto.setup(clients, random.Random(0))
     return proto
 
@@ -103,9 +103,9 @@ def test_bad_setups():
     with pytest.raises(ValueError, match="not a client"):
         session([0, 1], dealer=5)
     with pytest.raises(ValueError, match="not both"):
-        CKKSProtocol(dealer=0, key_authority=True)
+        CKKSProtocol(mode="dealer", dealer=0, key_authority=True)
     with pytest.raises(ValueError, match="setup"):
-        CKKSProtocol().server(spec_for([0, 1], 3))
+        CKKSProtocol(mode="dealer").server(spec_for([0, 1], 3))
     proto = session([0, 1])
     with pytest.raises(InputError, match="no key") as err:
         proto.client(2, spec_for([0, 1, 2], 3), np.zeros(3))
@@ -117,7 +117,7 @@ def test_a_ciphertext_under_another_key_is_caught_by_the_decryptor():
     other_key = CKKSContext.generate(CKKSParams())
     swap = rewrite_input(2, lambda c: {0: other_key.encrypt(np.zeros(40), CKKSParams().scale(3))})
     with pytest.raises(DecryptionError, match="wrong key or corrupted") as err:
-        secure_sum("ckks", inputs(3, 40, seed=1), bound=1.0, faults=Faults(in_flight=swap))
+        secure_sum("ckks", inputs(3, 40, seed=1), bound=1.0, faults=Faults(in_flight=swap), mode="dealer")
     assert err.value.round_id == 1 and err.value.field == "chunks[0]" and "decryptor client 0" in str(err.value)
 
 
@@ -155,7 +155,7 @@ def test_message_flow_chunks_and_result(length):
 
 def test_aggregator_by_name_uses_the_defaults_and_matches_plaintext_bitwise():
     xs = inputs(5, 300, bound=4.0, seed=2)
-    agg = Aggregator("ckks", list(xs), seed=3)
+    agg = Aggregator("ckks", list(xs), seed=3, mode="dealer")
     assert isinstance(agg.protocol, CKKSProtocol) and agg.protocol.params == CKKSParams()
     res = agg.sum(xs, bound=4.0)
     assert np.array_equal(res.total, plaintext(xs, range(5), bound=4.0))
@@ -165,7 +165,7 @@ def test_aggregator_by_name_uses_the_defaults_and_matches_plaintext_bitwise():
 
 def test_bytes_per_value_within_four_point_one_float32():
     length = 4 * SLOTS
-    res = secure_sum("ckks", inputs(3, length, seed=4), bound=1.0)
+    res = secure_sum("ckks", inputs(3, length, seed=4), bound=1.0, mode="dealer")
     up = res.report.bytes_up[2]                 # client 2 only sends its input (client 0 decrypts)
     assert up == HEADER_BYTES + 4 + 4 * (12 + 32_972) + 4      # + the empty signature of honest-but-curious mode
     assert up / length < 4.1 * 4                # <= 8 x float32 asked; 4.02 x measured
@@ -181,7 +181,7 @@ def test_decryptor_answer_does_not_depend_on_the_encryption_randomness():
         return [data]
 
     for seed in (1, 2):
-        secure_sum("ckks", xs, bound=1.0, seed=seed, faults=Faults(in_flight=record))
+        secure_sum("ckks", xs, bound=1.0, seed=seed, faults=Faults(in_flight=record), mode="dealer")
     assert decode(seen[0], KINDS, PROTOCOL_ID)[1] == decode(seen[1], KINDS, PROTOCOL_ID)[1]
 
 
@@ -189,7 +189,7 @@ def test_decryptor_answer_does_not_depend_on_the_encryption_randomness():
 
 def test_chosen_dealer_decrypts():
     xs = inputs(4, 20, seed=6)
-    agg = Aggregator("ckks", range(4), seed=0, dealer=3)
+    agg = Aggregator("ckks", range(4), seed=0, dealer=3, mode="dealer")
     res = agg.sum(xs, bound=1.0)
     assert agg.protocol.dealer == 3 and decryptor_of(res.report) == 3
     assert np.array_equal(res.total, plaintext(xs, range(4)))
@@ -197,27 +197,28 @@ def test_chosen_dealer_decrypts():
 
 def test_key_authority_session_decrypts_at_the_smallest_contributor():
     xs = inputs(4, 20, seed=7)
-    res = Aggregator("ckks", range(4), seed=0, key_authority=True).sum(xs, bound=1.0, faults=Faults(drop={0: "input"}))
+    agg = Aggregator("ckks", range(4), seed=0, key_authority=True, mode="dealer")
+    res = agg.sum(xs, bound=1.0, faults=Faults(drop={0: "input"}))
     assert decryptor_of(res.report) == 1 and res.contributors == (1, 2, 3)
 
 
 def test_dropped_clients_are_left_out():
     xs = inputs(5, 30, seed=8)
-    res = secure_sum("ckks", xs, bound=1.0, faults=Faults(drop={1: "input", 3: "input"}))
+    res = secure_sum("ckks", xs, bound=1.0, faults=Faults(drop={1: "input", 3: "input"}), mode="dealer")
     assert res.contributors == (0, 2, 4) and res.report.dropped == (1, 3)
     assert np.array_equal(res.total, plaintext(xs, (0, 2, 4)))
 
 
 def test_dealer_dropped_before_input_next_contributor_decrypts():
     xs = inputs(4, 30, seed=9)
-    res = secure_sum("ckks", xs, bound=1.0, faults=Faults(drop={0: "input"}))
+    res = secure_sum("ckks", xs, bound=1.0, faults=Faults(drop={0: "input"}), mode="dealer")
     assert decryptor_of(res.report) == 1 and res.contributors == (1, 2, 3)
     assert np.array_equal(res.total, plaintext(xs, (1, 2, 3)))
 
 
 def test_dealer_dropped_while_decrypting_next_contributor_decrypts_and_dealer_input_stays():
     xs = inputs(4, 30, seed=10)
-    res = secure_sum("ckks", xs, bound=1.0, faults=Faults(drop={0: "decrypt", 1: "decrypt"}))
+    res = secure_sum("ckks", xs, bound=1.0, faults=Faults(drop={0: "decrypt", 1: "decrypt"}), mode="dealer")
     assert res.contributors == (0, 1, 2, 3) and res.report.dropped == ()
     assert res.report.bytes_down[2] > 1000 and res.report.bytes_up.get(0, 0) > 1000
     assert np.array_equal(res.total, plaintext(xs, range(4)))
@@ -226,7 +227,7 @@ def test_dealer_dropped_while_decrypting_next_contributor_decrypts_and_dealer_in
 def test_many_failed_decryptors_in_a_row():
     xs = inputs(12, 10, seed=11)
     drop = {c: "decrypt" for c in range(10)}
-    res = secure_sum("ckks", xs, bound=1.0, faults=Faults(drop=drop))
+    res = secure_sum("ckks", xs, bound=1.0, faults=Faults(drop=drop), mode="dealer")
     assert decryptor_of(res.report) == 10
     assert np.array_equal(res.total, plaintext(xs, range(12)))
 
@@ -234,13 +235,14 @@ def test_many_failed_decryptors_in_a_row():
 def test_no_decryptor_left_raises_dropout_error():
     xs = inputs(3, 10, seed=12)
     with pytest.raises(DropoutError, match="no contributing key holder") as err:
-        secure_sum("ckks", xs, bound=1.0, faults=Faults(drop={0: "decrypt", 1: "input", 2: "decrypt"}))
+        secure_sum("ckks", xs, bound=1.0, faults=Faults(drop={0: "decrypt", 1: "input", 2: "decrypt"}),
+                   mode="dealer")
     assert err.value.round_id == 1
 
 
 def test_no_input_raises_dropout_error():
     with pytest.raises(DropoutError, match="no client"):
-        secure_sum("ckks", inputs(2, 10), bound=1.0, faults=Faults(drop={0: "input", 1: "input"}))
+        secure_sum("ckks", inputs(2, 10), bound=1.0, faults=Faults(drop={0: "input", 1: "input"}), mode="dealer")
 
 
 # -- message checks ---------------------------------------------------------------------------------------------
@@ -278,7 +280,7 @@ def wrong_scale_ciphertext(_):
 def test_bad_ciphertexts_raise_message_error_naming_client_round_field(name, change, field, match):
     xs = inputs(3, SLOTS + 1, seed=13)
     with pytest.raises(MessageError, match=match) as err:
-        secure_sum("ckks", xs, bound=1.0, faults=Faults(in_flight=rewrite_input(2, change)))
+        secure_sum("ckks", xs, bound=1.0, faults=Faults(in_flight=rewrite_input(2, change)), mode="dealer")
     assert (err.value.client, err.value.round_id, err.value.field) == (2, 1, field)
 
 
@@ -359,7 +361,7 @@ def test_server_checks_the_decrypted_sum():
                                     CKKSParams(4096, (60,), symmetric=False), CKKSParams(4096, (40, 20), 30)])
 def test_other_parameters_work_within_their_error_bound(params):
     xs = inputs(4, 700, bound=2.0, seed=17)
-    agg = Aggregator(CKKSProtocol(params), range(4), seed=0)
+    agg = Aggregator(CKKSProtocol(params, mode="dealer"), range(4), seed=0)
     res = agg.sum(xs, bound=2.0)
     spec = spec_for(range(4), 700, bound=2.0)
     assert np.max(np.abs(res.total - sum(xs.values()))) <= agg.protocol.error_bound(spec, 4)

@@ -86,14 +86,14 @@ def test_message_sizes_and_who_sends_what():
 
 
 def test_dealer_option_and_bad_choices():
-    assert CKKSProtocol(dealer=2).key_setup(1, [3, 2, 1]) == KeySetup(1, (1, 2, 3), 2, CKKSParams())
-    assert CKKSProtocol().key_setup(1, [3, 2]).dealer == 2
-    out = distribute_keys(CKKSProtocol(dealer=2).key_setup(SESSION, MEMBERS))
+    assert CKKSProtocol(mode="dealer", dealer=2).key_setup(1, [3, 2, 1]) == KeySetup(1, (1, 2, 3), 2, CKKSParams())
+    assert CKKSProtocol(mode="dealer").key_setup(1, [3, 2]).dealer == 2
+    out = distribute_keys(CKKSProtocol(mode="dealer", dealer=2).key_setup(SESSION, MEMBERS))
     assert out.server.key_holders == MEMBERS and same_key(out.contexts[2], out.contexts[0])
     with pytest.raises(ValueError, match="not a member"):
-        CKKSProtocol(dealer=7).key_setup(1, [0, 1])
+        CKKSProtocol(mode="dealer", dealer=7).key_setup(1, [0, 1])
     with pytest.raises(ValueError, match="needs one"):
-        CKKSProtocol(key_authority=True).key_setup(1, [0, 1])
+        CKKSProtocol(mode="dealer", key_authority=True).key_setup(1, [0, 1])
     with pytest.raises(ValueError, match="sorted"):
         KeySetup(1, (1, 0), 0, CKKSParams())
     with pytest.raises(ValueError, match="not a member"):
@@ -103,9 +103,9 @@ def test_dealer_option_and_bad_choices():
 def test_keys_from_the_distribution_run_rounds_on_separate_objects():
     """One protocol object per party, as over Flower: the rounds equal the plaintext sums."""
     out = distribute_keys(spec_of())
-    server_side = CKKSProtocol()
+    server_side = CKKSProtocol(mode="dealer")
     server_side.install_server_keys(out.server.public_context, out.server.key_holders, 0)
-    client_side = {m: CKKSProtocol() for m in MEMBERS}
+    client_side = {m: CKKSProtocol(mode="dealer") for m in MEMBERS}
     for m, proto in client_side.items():
         proto.load_client_keys(m, out.contexts[m].serialize())
     rng = np.random.default_rng(1)
@@ -125,7 +125,7 @@ def test_keys_from_the_distribution_run_rounds_on_separate_objects():
 
 def test_install_checks():
     keys = CKKSContext.generate(CKKSParams())
-    proto = CKKSProtocol()
+    proto = CKKSProtocol(mode="dealer")
     with pytest.raises(ValueError, match="must not hold the secret key"):
         proto.install_server_keys(keys, [0, 1], 0)
     with pytest.raises(ValueError, match="parameters"):
@@ -139,20 +139,20 @@ def test_install_checks():
         proto.install_client_key(4, CKKSContext.generate(CKKSParams(2048, (54,))))
     with pytest.raises(InputError, match="unusable"):
         proto.load_client_keys(4, b"junk")
-    assert CKKSProtocol(params={"poly_modulus_degree": 2048, "coeff_mod_bit_sizes": [54]}).params == \
+    assert CKKSProtocol(mode="dealer", params={"poly_modulus_degree": 2048, "coeff_mod_bit_sizes": [54]}).params == \
         CKKSParams(2048, (54,))
 
 
 def test_rounds_refuse_a_client_that_holds_no_key():
     out = distribute_keys(spec_of(), Faults(drop={3: "key"}))
-    proto = CKKSProtocol()
+    proto = CKKSProtocol(mode="dealer")
     proto.install_server_keys(out.server.public_context, out.server.key_holders, 0)
     with pytest.raises(InputError, match="may only include the key holders") as err:
         proto.server(RoundSpec(SESSION, 1, MEMBERS, 5, FixedPoint(1.0, 24, 4)))
     assert (err.value.client, err.value.round_id, err.value.field) == (3, 1, "clients")
     assert proto.server(RoundSpec(SESSION, 1, (0, 1, 2), 5, FixedPoint(1.0, 24, 3))) is not None
     with pytest.raises(ValueError, match="no CKKS keys"):
-        CKKSProtocol().server(RoundSpec(SESSION, 1, (0, 1), 5, FixedPoint(1.0, 24, 2)))
+        CKKSProtocol(mode="dealer").server(RoundSpec(SESSION, 1, (0, 1), 5, FixedPoint(1.0, 24, 2)))
 
 
 # -- dropout -----------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ SESSION = random.Random(SEED).getrandbits(64)  # a fixed session id
 def run_setup_over_records(states, options=None, members=CLIENTS, silent_from=None, session=SESSION):
     """The key distribution through ServerSetup / client_setup_step; silent_from[cid] = first exchange the
     node does not answer. Returns (outcome, batches sent per exchange)."""
-    setup = ServerSetup("ckks", options or {}, session, members)
+    setup = ServerSetup("ckks", {"mode": "dealer", **(options or {})}, session, members)
     silent = silent_from or {}
     sent, exchange = [], 0
     while batches := setup.next_batches():
@@ -47,8 +47,7 @@ def run_setup_over_records(states, options=None, members=CLIENTS, silent_from=No
 
 def run_round_over_records(protocol, states, round_id, clients, options=None, silent_from=None):
     spec = RoundSpec(SESSION, round_id, clients, LENGTH, FixedPoint(BOUND, 24, len(clients)))
-    server = ServerRound(protocol, options or {}, spec, {"seed": SEED})
-    assert not server.server.context.is_private()
+    server = ServerRound(protocol, {"mode": "dealer", **(options or {})}, spec, {"seed": SEED})
     silent = silent_from or {}
     exchange = 0
     while batches := server.next_batches():
@@ -59,7 +58,7 @@ def run_round_over_records(protocol, states, round_id, clients, options=None, si
 
 
 def in_process(clients, rounds, silent_from=None, **options):
-    agg = Aggregator("ckks", clients, seed=SEED, **options)
+    agg = Aggregator("ckks", clients, seed=SEED, **{"mode": "dealer", **options})
     phases = agg.protocol.CLIENT_PHASES
     drops = silent_from or {}
     return [agg.sum({c: synthetic_input(SEED, c, r, LENGTH, BOUND) for c in clients}, bound=BOUND,
@@ -91,13 +90,27 @@ def test_setup_then_two_rounds_equal_the_in_process_sums(options, silent_from):
               f"{np.array_equal(got.total, want.total)}")
 
 
+def test_threshold_mode_over_records_is_the_plaintext_sum_and_keeps_shares_in_node_state():
+    states = {c: RecordDict() for c in CLIENTS}
+    options = {"mode": "threshold"}
+    setup, sent = run_setup_over_records(states, options)
+    assert setup.key_holders == CLIENTS and setup.dealer is None and len(sent) == 3
+    assert all(set(states[c].config_records) == {KEYS_RECORD} for c in CLIENTS)   # s_i and shares: node state
+    for r in (1, 2):
+        got = run_round_over_records(setup.protocol, states, r, CLIENTS, options, {1: 0} if r == 2 else None)
+        survivors = CLIENTS if r == 1 else (0, 2, 3)       # round 2: client 1 sends nothing
+        want = Aggregator("plaintext", CLIENTS, seed=SEED).sum(
+            {c: synthetic_input(SEED, c, r, LENGTH, BOUND) for c in survivors}, bound=BOUND)
+        assert got.contributors == survivors and np.array_equal(got.total, want.total)
+
+
 def test_server_side_objects_hold_no_secret_key():
     states = {c: RecordDict() for c in CLIENTS}
     setup, _ = run_setup_over_records(states)
     with pytest.raises(InputError, match="holds no key"):
         setup.protocol.client(0, RoundSpec(SESSION, 1, CLIENTS, 5, FixedPoint(1.0, 24, 4)), np.zeros(5))
     spec = RoundSpec(SESSION, 1, CLIENTS, 5, FixedPoint(1.0, 24, 4))
-    server = ServerRound(setup.protocol, {}, spec, {"seed": SEED})
+    server = ServerRound(setup.protocol, {"mode": "dealer"}, spec, {"seed": SEED})
     assert not server.server.context.is_private()
     with pytest.raises(ValueError, match="no secret key"):
         server.server.context.secret_key()
@@ -111,14 +124,14 @@ def test_a_non_dealer_silent_in_setup_is_excluded_from_the_rounds():
     assert KEYS_RECORD not in states[3].config_records
     spec = RoundSpec(SESSION, 1, CLIENTS, LENGTH, FixedPoint(BOUND, 24, 4))
     with pytest.raises(InputError, match="key holders") as err:        # the server refuses the round spec
-        ServerRound(setup.protocol, {}, spec, {"seed": SEED})
+        ServerRound(setup.protocol, {"mode": "dealer"}, spec, {"seed": SEED})
     assert (err.value.client, err.value.round_id, err.value.field) == (3, 1, "clients")
     holders = (0, 1, 2)
     (want,), _ = in_process(holders, 1)
     got = run_round_over_records(setup.protocol, states, 1, holders)
     assert got.contributors == holders and np.array_equal(got.total, want.total)
     # the excluded node, opened anyway (e.g. by another server object), has no keys to build its machine
-    batch = ServerRound(setup.protocol, {}, RoundSpec(SESSION, 2, holders, 5, FixedPoint(1.0, 24, 3)),
+    batch = ServerRound(setup.protocol, {"mode": "dealer"}, RoundSpec(SESSION, 2, holders, 5, FixedPoint(1.0, 24, 3)),
                         {"seed": SEED}).next_batches()[0]
     with pytest.raises(MessageError, match="holds no ckks keys") as err:
         client_step(batch, states[3], 3, synthetic_inputs, CKKS_NODE)
@@ -149,7 +162,7 @@ def test_setup_equals_the_in_process_distribution_in_bytes():
 
 
 def test_node_policy_and_bad_openings_are_refused_without_touching_state():
-    setup = ServerSetup("ckks", {}, SESSION, CLIENTS)
+    setup = ServerSetup("ckks", {"mode": "dealer"}, SESSION, CLIENTS)
     batch = setup.next_batches()[1]
     for policy, field in [(NodePolicy(frozenset({"masking"})), "protocol"),
                           (NodePolicy(frozenset({"ckks"}), min_clients=5), "members")]:
@@ -165,18 +178,18 @@ def test_node_policy_and_bad_openings_are_refused_without_touching_state():
     with pytest.raises(MessageError, match="no machine") as err:
         client_setup_step(RecordDict({"secure_fal": ConfigRecord({"messages": []})}), state, 1, CKKS_NODE)
     assert (err.value.client, err.value.round_id) == (1, SETUP_ROUND)
-    broken = SetupOpening("ckks", {"dealer": 9}, SESSION, CLIENTS).to_record()  # a dealer that is no member
+    broken = SetupOpening("ckks", {"mode": "dealer", "dealer": 9}, SESSION, CLIENTS).to_record()  # a dealer that is no member
     with pytest.raises(MessageError, match="not a member") as err:
         client_setup_step(RecordDict({**dict(batch.config_records), SETUP_RECORD: broken}), state, 1, CKKS_NODE)
     assert err.value.field == SETUP_RECORD and not state.config_records
     with pytest.raises(ValueError, match="no session keys"):
         ServerSetup("masking", {}, SESSION, CLIENTS)
     with pytest.raises(ValueError, match="needs one"):
-        ServerSetup("ckks", {"key_authority": True}, SESSION, CLIENTS)
+        ServerSetup("ckks", {"mode": "dealer", "key_authority": True}, SESSION, CLIENTS)
 
 
 def test_setup_opening_round_trip_and_malformed_opening():
-    opening = SetupOpening("ckks", {"dealer": 3}, 2**64 - 1, (1, 3))
+    opening = SetupOpening("ckks", {"mode": "dealer", "dealer": 3}, 2**64 - 1, (1, 3))
     assert SetupOpening.from_record(opening.to_record(), client=1) == opening
     broken = opening.to_record()
     broken["members"] = [3, 1]
@@ -197,7 +210,7 @@ def test_a_node_keeps_only_the_newest_sessions_keys():
 def test_keys_of_another_session_do_not_open_a_round():
     states = {c: RecordDict() for c in CLIENTS}
     setup, _ = run_setup_over_records(states, session=SESSION - 1)
-    batch = ServerRound(setup.protocol, {}, RoundSpec(SESSION, 1, CLIENTS, 5, FixedPoint(1.0, 24, 4)),
+    batch = ServerRound(setup.protocol, {"mode": "dealer"}, RoundSpec(SESSION, 1, CLIENTS, 5, FixedPoint(1.0, 24, 4)),
                         {"seed": SEED}).next_batches()[2]
     with pytest.raises(MessageError, match="no ckks keys of session") as err:
         client_step(batch, states[2], 2, synthetic_inputs, CKKS_NODE)
@@ -208,7 +221,7 @@ def test_keys_of_another_session_do_not_open_a_round():
 def test_round_options_that_do_not_fit_the_stored_keys_are_refused():
     states = {c: RecordDict() for c in CLIENTS}
     setup, _ = run_setup_over_records(states)
-    other = {"params": {"poly_modulus_degree": 2048, "coeff_mod_bit_sizes": [54]}}
+    other = {"mode": "dealer", "params": {"poly_modulus_degree": 2048, "coeff_mod_bit_sizes": [54]}}
     batch = ServerRound(setup.protocol, other, RoundSpec(SESSION, 1, CLIENTS, 5, FixedPoint(1.0, 24, 4)),
                         {"seed": SEED}).next_batches()[1]
     with pytest.raises(MessageError, match="ring degree 2048") as err:   # below the node's pinned ring size
@@ -222,7 +235,7 @@ def test_round_options_that_do_not_fit_the_stored_keys_are_refused():
 
 def test_setup_machine_is_kept_between_batches():
     states = {c: RecordDict() for c in CLIENTS}
-    setup = ServerSetup("ckks", {}, SESSION, CLIENTS)
+    setup = ServerSetup("ckks", {"mode": "dealer"}, SESSION, CLIENTS)
     first = setup.next_batches()
     setup.take_answers({c: client_setup_step(b, states[c], c, CKKS_NODE) for c, b in first.items()})
     assert all(SETUP_STATE_RECORD in states[c].config_records for c in CLIENTS)

@@ -178,9 +178,9 @@ def test_protocols_with_session_keys_need_them_installed():
     with pytest.raises(ValueError, match="needs session keys"):
         ServerRound(make_protocol("ckks"), {}, spec, {"seed": SEED})
     check_keys_installed(make_protocol("masking"))                      # no keys needed
-    with_keys = make_protocol("ckks")
+    with_keys = make_protocol("ckks", mode="dealer")
     with_keys.setup((0, 1), random.Random(0))                           # in-process keys are keys too
-    batch = ServerRound(with_keys, {}, spec, {"seed": SEED}).next_batches()[0]
+    batch = ServerRound(with_keys, {"mode": "dealer"}, spec, {"seed": SEED}).next_batches()[0]
     with pytest.raises(MessageError, match="holds no ckks keys") as err:  # a node without the key setup
         client_step(batch, RecordDict(), 0, synthetic_inputs, NodePolicy(frozenset({"ckks"})))
     assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, KEYS_RECORD)

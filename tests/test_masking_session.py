@@ -467,8 +467,8 @@ def test_session_rounds_cost_fewer_bytes_and_the_sizes_match_the_spec():
 # -- the setup interface shared with CKKS ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,options", [("masking", {"rounds_per_setup": 2}),
-                                          ("ckks", {"params": {"poly_modulus_degree": 2048,
-                                                               "coeff_mod_bit_sizes": [54]}})])
+                                          ("ckks", {"mode": "dealer", "params": {"poly_modulus_degree": 2048,
+                                                                                 "coeff_mod_bit_sizes": [54]}})])
 def test_ckks_and_session_masking_set_up_through_the_same_interface(name, options):
     # one object per party, as over Flower: setup machines from the protocol, install / load, then a round
     server_side = make_protocol(name, **options)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secure_fal.secagg import Aggregator, Faults, MessageError
+from secure_fal.secagg import Aggregator, DropoutError, Faults, MessageError
 from secure_fal.secagg.ckks.params import CKKSParams, RoundPlan
 from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
@@ -31,10 +31,14 @@ def grid_sum(xs, contributors, frac_bits):
 
 
 def check_round(protocol, xs, bound, frac_bits, seed, drop=None):
-    """Run one round; check it against numpy and against the plaintext protocol; return the result."""
+    """Run one round; check it against numpy and against the plaintext protocol; return the result. Protocol
+    "ckks-dealer" is CKKS in dealer mode ("ckks" is its threshold mode, exact on the grid)."""
     ids = sorted(xs)
     faults = Faults(drop=drop or {})
-    agg = Aggregator(protocol, ids, frac_bits=frac_bits, seed=seed)
+    if protocol == "ckks-dealer":
+        agg = Aggregator("ckks", ids, frac_bits=frac_bits, seed=seed, mode="dealer")
+    else:
+        agg = Aggregator(protocol, ids, frac_bits=frac_bits, seed=seed)
     res = agg.sum(xs, bound=bound, faults=faults)
     survivors = tuple(c for c in ids if c not in (drop or {}))
     assert res.contributors == survivors and res.total.dtype == np.float64
@@ -48,7 +52,7 @@ def check_round(protocol, xs, bound, frac_bits, seed, drop=None):
         assert bound_on_error == n * 2.0 ** -(frac_bits + 1)
     else:
         plain = Aggregator("plaintext", ids, frac_bits=frac_bits, seed=seed).sum(xs, bound=bound, faults=faults)
-        if protocol == "masking" or RoundPlan.for_round(CKKSParams(), spec).exact(n):
+        if protocol in ("masking", "ckks") or RoundPlan.for_round(CKKSParams(), spec).exact(n):
             assert np.array_equal(res.total, plain.total)
     return res
 
@@ -66,7 +70,13 @@ def test_plaintext_is_the_exact_grid_sum(ids, length, bound, frac_bits, seed):
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ids=ids_strategy, **common)
-def test_ckks_within_its_bound_and_bitwise_when_guaranteed(ids, length, bound, frac_bits, seed):
+def test_ckks_dealer_within_its_bound_and_bitwise_when_guaranteed(ids, length, bound, frac_bits, seed):
+    check_round("ckks-dealer", make_inputs(ids, length, bound, seed), bound, frac_bits, seed)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=st.lists(st.integers(0, 2**31 - 1), min_size=2, max_size=12, unique=True).map(sorted), **common)
+def test_threshold_ckks_is_bitwise_the_plaintext_result(ids, length, bound, frac_bits, seed):
     check_round("ckks", make_inputs(ids, length, bound, seed), bound, frac_bits, seed)
 
 
@@ -84,9 +94,10 @@ def test_long_vectors(protocol, n, length):
     check_round(protocol, make_inputs(list(range(n)), length, 2.0, seed=length), 2.0, 24, seed=1)
 
 
-@pytest.mark.parametrize("protocol", ["plaintext", "ckks", "masking"])
-def test_one_hundred_clients(protocol):
-    protocol_or_skip(protocol)
+@pytest.mark.parametrize("protocol", ["plaintext", "ckks-dealer", pytest.param("ckks", marks=pytest.mark.slow),
+                                      "masking"])
+def test_one_hundred_clients(protocol):   # threshold CKKS: ~40 s (100 members deal shares to 10): slow
+    protocol_or_skip(protocol.split("-")[0])
     check_round(protocol, make_inputs(list(range(100)), 300, 1.0, seed=100), 1.0, 24, seed=2)
 
 
@@ -95,12 +106,12 @@ def test_ckks_outside_the_guaranteed_regime_stays_within_its_bound():
     ids = list(range(20))
     spec = RoundSpec(0, 1, tuple(ids), 3000, FixedPoint(1e5, 24, 20))
     assert not RoundPlan.for_round(CKKSParams(), spec).exact(20)
-    check_round("ckks", make_inputs(ids, 3000, 1e5, seed=3), 1e5, 24, seed=3)
+    check_round("ckks-dealer", make_inputs(ids, 3000, 1e5, seed=3), 1e5, 24, seed=3)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(3, 30), length=st.integers(1, 3000), seed=st.integers(0, 2**16),
-       protocol=st.sampled_from(["plaintext", "ckks"]), data=st.data())
+       protocol=st.sampled_from(["plaintext", "ckks-dealer"]), data=st.data())
 def test_dropout_sums_the_survivors(n, length, seed, protocol, data):
     # at least 2 survivors: a CKKS decryptor refuses to decrypt a "sum" of one input (node policy min-clients 2)
     ids = list(range(n))
@@ -108,8 +119,27 @@ def test_dropout_sums_the_survivors(n, length, seed, protocol, data):
     check_round(protocol, make_inputs(ids, length, 1.0, seed), 1.0, 24, seed, drop={c: "input" for c in dropped})
 
 
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(3, 12), length=st.integers(1, 3000), seed=st.integers(0, 2**16), data=st.data())
+def test_threshold_ckks_sums_the_survivors_while_t_committee_members_live(n, length, seed, data):
+    ids = list(range(n))
+    dropped = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=n - 2, unique=True))
+    xs, faults = make_inputs(ids, length, 1.0, seed), Faults(drop={c: "input" for c in dropped})
+    agg = Aggregator("ckks", ids, seed=seed)
+    try:
+        res = agg.sum(xs, bound=1.0, faults=faults)
+    except DropoutError as err:       # the shares are dealt before the round: committee and t are known
+        assert err.field == "responders"
+        assert len(set(agg.protocol.committee) - set(dropped)) < agg.protocol.threshold
+    else:
+        assert len(set(agg.protocol.committee) - set(dropped)) >= agg.protocol.threshold
+        survivors = tuple(c for c in ids if c not in dropped)
+        plain = Aggregator("plaintext", ids, seed=seed).sum(xs, bound=1.0, faults=faults)
+        assert res.contributors == survivors and np.array_equal(res.total, plain.total)
+
+
 def test_ckks_refuses_to_decrypt_a_single_survivors_input():
     protocol_or_skip("ckks")
-    agg = Aggregator("ckks", [0, 1, 2], frac_bits=24, seed=1)
+    agg = Aggregator("ckks", [0, 1, 2], frac_bits=24, seed=1, mode="dealer")
     with pytest.raises(MessageError, match="refusing to decrypt a sum of 1 contributors"):
         agg.sum(make_inputs([0, 1, 2], 10, 1.0, seed=1), bound=1.0, faults=Faults(drop={0: "input", 2: "input"}))

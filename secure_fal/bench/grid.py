@@ -1,6 +1,7 @@
 """The benchmark grid: protocol x workload x clients x dropout, each cell a few rounds, medians over rounds.
 
-A cell is one ``Aggregator`` session (key setup included, timed separately) running ``repeats`` rounds of
+A cell is one ``Aggregator`` session (key setup included, timed separately: out of band, or the in-band setup
+run before round 1; ``setup_bytes`` counts every byte of it, ``setup_bytes_per_client`` that over n) running ``repeats`` rounds of
 ``Aggregator.sum``, round r on the inputs of repeat r. Inputs depend only on (seed, workload, repeat,
 client id), so every protocol and dropout rate sums the same vectors; cells run workload by workload, and
 for each (workload, n, dropout) the protocols run one after the other, so a drift in machine load hits
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..secagg import Aggregator, Faults, FixedPoint, SecAggError, SecureSumProtocol, SumResult, make_protocol
+from ..secagg import (Aggregator, Faults, FixedPoint, SecAggError, SecureSumProtocol, SumResult, make_protocol,
+                      run_setup)
 from .workloads import Workload
 
 FLOAT32_BYTES = 4
@@ -37,7 +39,7 @@ MEASURED = ("dropped", "contributors", "client_s_median", "client_s_max", "serve
             "max_abs_error", "max_rel_error")
 # Row fields, in order.
 FIELDS = ("protocol", "workload", "length", "clients", "dropout", "status", "rounds_ok", "value_bytes",
-          *MEASURED, "setup_s", "setup_bytes")
+          *MEASURED, "setup_s", "setup_bytes", "setup_bytes_per_client")
 
 
 @dataclass(frozen=True)
@@ -194,13 +196,16 @@ def run_cell(cell: Cell, repeats: int, *, frac_bits: int = 24, seed: int = 0,
     t0 = time.perf_counter()
     protocol = cell.protocol.build()
     agg = Aggregator(protocol, range(n), frac_bits=frac_bits, seed=seed)
+    setup_bytes = getattr(getattr(protocol, "setup_cost", None), "bytes_sent", 0)
+    if protocol.setup_due(1):     # an in-band setup (threshold CKKS shares, session masking keys): before round 1
+        report = run_setup(protocol, agg.session, agg.clients, 1)
+        setup_bytes += sum(report.bytes_up.values()) + sum(report.bytes_down.values())
     setup_s = time.perf_counter() - t0
-    setup_cost = getattr(protocol, "setup_cost", None)
     encoding = FixedPoint(w.bound, frac_bits, n)
     phase = drop_phase(protocol)
     out = CellResult({"protocol": cell.protocol.label, "workload": w.name, "length": w.length, "clients": n,
                       "dropout": cell.dropout, "value_bytes": encoding.value_bytes, "setup_s": setup_s,
-                      "setup_bytes": getattr(setup_cost, "bytes_sent", 0)})
+                      "setup_bytes": setup_bytes, "setup_bytes_per_client": setup_bytes / n})
     failures = []
     for repeat in range(repeats):
         inputs = cache.inputs(w, n, repeat)

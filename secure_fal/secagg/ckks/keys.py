@@ -69,8 +69,9 @@ def _nonce(dealer: int, recipient: int) -> bytes:
     return struct.pack(">iiI", dealer, recipient, 0)
 
 
-class _Party:
-    """Message coding bound to one key distribution (its session and ``SETUP_ROUND``)."""
+class SetupParty:
+    """Message coding bound to one key distribution (its session and ``SETUP_ROUND``; subclasses of another
+    protocol set PROTOCOL and KINDS). ``spec`` needs a ``session``."""
 
     PROTOCOL = PROTOCOL_ID
     KINDS = KINDS
@@ -81,11 +82,11 @@ class _Party:
         self.phase = "init"
 
     def send(self, recipient: int, msg: Message) -> bytes:
-        return encode(Header(PROTOCOL_ID, msg.KIND, self.spec.session, SETUP_ROUND, self.me, recipient), msg)
+        return encode(Header(self.PROTOCOL, msg.KIND, self.spec.session, SETUP_ROUND, self.me, recipient), msg)
 
     def accept(self, data: bytes, allowed: tuple[type[Message], ...]) -> tuple[Header, Message]:
         """Decode ``data``; check session, round, recipient and phase (as ``machine._Party.accept``)."""
-        header, msg = decode(data, KINDS, PROTOCOL_ID)
+        header, msg = decode(data, self.KINDS, self.PROTOCOL)
         who = None if header.sender == SERVER else header.sender
         if header.session != self.spec.session or header.round_id != SETUP_ROUND:
             raise ReplayError(f"message from session {header.session:#x} round {header.round_id}, this is the key "
@@ -99,8 +100,32 @@ class _Party:
                                   round_id=SETUP_ROUND)
         return header, msg
 
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
 
-class KeyServer(_Party):
+    def accept_from_member(self, data: bytes, allowed: tuple[type[Message], ...]) -> tuple[int, Message]:
+        """Server side: ``accept`` plus the sender is a member (MessageError naming it); (sender, message)."""
+        header, msg = self.accept(data, allowed)
+        if header.sender not in self.spec.members:
+            raise MessageError("sender is not a member of this setup", client=header.sender, round_id=SETUP_ROUND)
+        return header.sender, msg
+
+    def store_member_key(self, sender: int, msg: MemberKey) -> bool:
+        """Server side: keep ``sender``'s X25519 key in ``self.public_keys`` (ReplayError for a second one,
+        MessageError for an unusable one, field 'public_key'); True once every member has sent one."""
+        if sender in self.public_keys:
+            raise ReplayError("second MemberKey", client=sender, round_id=SETUP_ROUND, field="public_key")
+        try:
+            check_public_key(msg.public_key)
+        except ValueError as exc:
+            raise MessageError(f"unusable X25519 public key: {exc}", client=sender, round_id=SETUP_ROUND,
+                               field="public_key") from None
+        self.public_keys[sender] = msg.public_key
+        return len(self.public_keys) == len(self.spec.members)
+
+
+class KeyServer(SetupParty):
     """Relays keys between the members; never sees a secret key.
 
     Phases: "keys" (a MemberKey from each member), "deal" (DealtKeys from the dealer), "ack" (a KeyAck from each
@@ -120,10 +145,6 @@ class KeyServer(_Party):
         self.key_holders: tuple[int, ...] = ()
 
     @property
-    def done(self) -> bool:
-        return self.phase == "done"
-
-    @property
     def contributors(self) -> tuple[int, ...]:
         """The key holders (the name the in-process transport reads)."""
         return self.key_holders
@@ -135,10 +156,7 @@ class KeyServer(_Party):
 
     def receive(self, data: bytes) -> list[bytes]:
         allowed = {"keys": (MemberKey,), "deal": (DealtKeys,), "ack": (KeyAck,)}.get(self.phase, ())
-        header, msg = self.accept(data, allowed)
-        sender = header.sender
-        if sender not in self.spec.members:
-            raise MessageError("sender is not a member of this key setup", client=sender, round_id=SETUP_ROUND)
+        sender, msg = self.accept_from_member(data, allowed)
         if isinstance(msg, MemberKey):
             return self._on_member_key(sender, msg)
         if isinstance(msg, DealtKeys):
@@ -160,17 +178,7 @@ class KeyServer(_Party):
         return []
 
     def _on_member_key(self, sender: int, msg: MemberKey) -> list[bytes]:
-        if sender in self.public_keys:
-            raise ReplayError("second MemberKey", client=sender, round_id=SETUP_ROUND, field="public_key")
-        try:
-            check_public_key(msg.public_key)
-        except ValueError as exc:
-            raise MessageError(f"unusable X25519 public key: {exc}", client=sender, round_id=SETUP_ROUND,
-                               field="public_key") from None
-        self.public_keys[sender] = msg.public_key
-        if len(self.public_keys) == len(self.spec.members):
-            return self._ask_dealer()
-        return []
+        return self._ask_dealer() if self.store_member_key(sender, msg) else []
 
     def _ask_dealer(self) -> list[bytes]:
         self.phase = "deal"
@@ -226,7 +234,7 @@ class KeyServer(_Party):
         self.phase = "done"
 
 
-class KeyClient(_Party):
+class KeyClient(SetupParty):
     """A member: makes an X25519 key pair, then deals the CKKS keys (the dealer) or receives them (the others).
 
     Phases: "key" (waiting for KeyRequest), then "deal" for the dealer (waiting for MemberKeys) or "sealed" for
@@ -241,10 +249,6 @@ class KeyClient(_Party):
         self.phase = "key"
         self._sk: X25519PrivateKey | None = None
         self.context: CKKSContext | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.phase == "done"
 
     def keys(self) -> bytes:
         """The private context's bytes (what ``CKKSProtocol.load_client_keys`` reads), once ``done``."""

@@ -31,6 +31,21 @@ def chunks_digest(chunks: dict[int, bytes]) -> bytes:
     return h.digest()
 
 
+def check_signed_inputs(me: int, spec: RoundSpec, roster: Roster, contributors: tuple[int, ...],
+                        inputs: dict[int, bytes], statement_of) -> None:
+    """Active mode, at a decryptor: every listed contributor signed an input of this very round: ``inputs`` maps each
+    to digest (32 bytes) || signature of ``statement_of(spec, contributor, digest)``. MessageError naming the
+    contributor (or ``me`` for a list mismatch), field 'inputs'; a list of another round, or of clients that sent
+    nothing, is refused."""
+    if sorted(inputs) != list(contributors):
+        raise MessageError("the signed inputs do not match the contributors", client=me, round_id=spec.round_id,
+                           field="inputs")
+    for c, entry in inputs.items():
+        if len(entry) != 32 + SIGNATURE_BYTES:
+            raise MessageError("signed input of the wrong size", client=c, round_id=spec.round_id, field="inputs")
+        roster.verify(c, statement_of(spec, c, entry[:32]), entry[32:], round_id=spec.round_id, field="inputs")
+
+
 def _load_chunks(context: CKKSContext, plan: RoundPlan, chunks: dict[int, bytes], *, client: int | None,
                  round_id: int) -> list:
     """Check and parse every chunk before anything is used: all or nothing."""
@@ -216,17 +231,7 @@ class CKKSClient(ClientMachine):
         return enc.pack(enc.to_ring(rounded))
 
     def _check_signed_inputs(self, msg: DecryptRequest) -> None:
-        """Active mode: every listed contributor signed an input of this very round (MessageError naming it,
-        field 'inputs'); a list of another round, or of clients that sent nothing, is refused."""
-        if sorted(msg.inputs) != list(msg.contributors):
-            raise MessageError("the signed inputs do not match the contributors", client=self.me,
-                               round_id=self.spec.round_id, field="inputs")
-        for c, entry in msg.inputs.items():
-            if len(entry) != 32 + SIGNATURE_BYTES:
-                raise MessageError("signed input of the wrong size", client=c, round_id=self.spec.round_id,
-                                   field="inputs")
-            self.roster.verify(c, input_statement(self.spec, c, entry[:32]), entry[32:], round_id=self.spec.round_id,
-                               field="inputs")
+        check_signed_inputs(self.me, self.spec, self.roster, msg.contributors, msg.inputs, input_statement)
 
     def __getstate__(self) -> dict:
         """Picklable (e.g. kept in a Flower node's state between messages): the context as its bytes."""

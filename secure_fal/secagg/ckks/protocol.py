@@ -1,6 +1,8 @@
-"""CKKS protocol: clients encrypt, the server adds ciphertexts, one key-holding client decrypts the sum.
+"""CKKS protocol object. ``CKKSProtocol(mode="threshold")`` (the default) builds a ``ThresholdCKKSProtocol``
+(``threshold/protocol.py``: no key holder); this module is the dealer mode: clients encrypt, the server adds
+ciphertexts, one key-holding client decrypts the sum.
 
-Flow of a round (spec: protocols/ckks.md):
+Flow of a round in dealer mode (spec: protocols/ckks.md):
 
     server -> every client      Request
     client -> server            EncryptedInput   ceil(L / (N/2)) ciphertexts of y = q / M
@@ -57,10 +59,20 @@ class SetupCost:
     keygen_seconds: float
 
 
+MODES = ("threshold", "dealer")
+
+
 class CKKSProtocol(ActiveParties, SecureSumProtocol):
-    """CKKS homomorphic encryption (TenSEAL's SEAL bindings); the server never holds the secret key.
+    """CKKS homomorphic encryption; the server never holds the secret key. Two modes (protocols/ckks.md):
+
+    - ``mode="threshold"`` (default): no one holds the secret key; each client encrypts under its own secret, whose
+      Shamir shares a committee holds, and t committee members decrypt the aggregate (``threshold.protocol``:
+      ``CKKSProtocol(mode="threshold", ...)`` builds a ``ThresholdCKKSProtocol``; its arguments are documented there).
+    - ``mode="dealer"``: a dealer generates one secret key and seals it to every client (TenSEAL's SEAL bindings);
+      one client decrypts. The arguments below are this mode's.
 
     Args:
+        mode: "threshold" or "dealer".
         params: CKKS parameters, or a mapping of ``CKKSParams`` fields (e.g. JSON options over Flower:
             ``{"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": [60]}``); default ``CKKSParams()`` (N = 4096,
             one 60-bit prime, automatic scale, symmetric encryption).
@@ -86,9 +98,18 @@ class CKKSProtocol(ActiveParties, SecureSumProtocol):
     SETUP_PHASES = KEY_PHASES
     SETUP_PHASE_OF_KIND = KEY_PHASE_OF_KIND
 
-    def __init__(self, params: CKKSParams | Mapping[str, object] | None = None, *, dealer: int | None = None,
-                 key_authority: bool = False, min_contributors: int = 2, active: bool = False,
-                 roster: Roster | Mapping[str, str] | None = None) -> None:
+    def __new__(cls, *args, mode: str = "threshold", **kwargs):
+        if mode not in MODES:
+            raise ValueError(f"unknown CKKS mode {mode!r}; choose one of {list(MODES)}")
+        if cls is CKKSProtocol and mode == "threshold":
+            from .threshold.protocol import ThresholdCKKSProtocol
+            cls = ThresholdCKKSProtocol
+        return super().__new__(cls)
+
+    def __init__(self, params: CKKSParams | Mapping[str, object] | None = None, *, mode: str = "threshold",
+                 dealer: int | None = None, key_authority: bool = False, min_contributors: int = 2,
+                 active: bool = False, roster: Roster | Mapping[str, str] | None = None) -> None:
+        self.mode = mode
         if dealer is not None and key_authority:
             raise ValueError("choose a dealer client or a key authority, not both")
         if isinstance(params, Mapping):

@@ -32,9 +32,8 @@ from secure_fal.flower.app_bundle import write_app_dir  # noqa: E402
 from secure_fal.flower.loopback import HOST, LoopbackFederation  # noqa: E402
 from secure_fal.flower.secure_sum.server_app import SessionSettings  # noqa: E402
 from secure_fal.flower.secure_sum.synthetic import synthetic_input  # noqa: E402
-from secure_fal.secagg import (Aggregator, DPSettings, Faults, FixedPoint, PrivacySession, Statistic,  # noqa: E402
+from secure_fal.secagg import (Aggregator, DPSettings, Faults, PrivacySession, Statistic,  # noqa: E402
                                make_protocol)
-from secure_fal.secagg.machine import RoundSpec  # noqa: E402
 
 CLIENTS = (0, 1, 2)
 EXCHANGE_TIMEOUT = 15.0   # s, the floor of an exchange's wait; exchange.Patience waits longer on a slow machine

@@ -113,6 +113,7 @@ class RoundOpening:
             "session": f"{s.session:016x}", "round": s.round_id, "clients": list(s.clients),
             "length": s.length, "bound": float(s.encoding.bound), "frac-bits": s.encoding.frac_bits,
             "n-clients": s.encoding.n_clients, "clip": s.clip,
+            **({} if s.encoding.sum_bound is None else {"sum-bound": float(s.encoding.sum_bound)}),
         })
 
     @classmethod
@@ -125,7 +126,8 @@ class RoundOpening:
                 raise ValueError("options must be a JSON object")
             spec = RoundSpec(int(record["session"], 16), int(record["round"]), tuple(record["clients"]),
                              int(record["length"]),
-                             FixedPoint(float(record["bound"]), int(record["frac-bits"]), int(record["n-clients"])),
+                             FixedPoint(float(record["bound"]), int(record["frac-bits"]), int(record["n-clients"]),
+                                        None if record.get("sum-bound") is None else float(record["sum-bound"])),
                              bool(record["clip"]))
         except InputError as exc:
             raise MessageError(f"bad round opening: {exc.what}", client=client, round_id=round_id,

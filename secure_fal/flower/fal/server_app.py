@@ -10,8 +10,9 @@ as ``Aggregator``'s; CKKS: its keys are distributed first, in band), whose
 secure sums are numbered 1, 2, ... in the order the in-process strategy calls ``Aggregator.sum``:
 
 1. a fresh global model (seed ``init``); per FedAvg round r a secure sum of length L + 1 whose opening carries
-   the global model; each client trains locally and its input is [n_k * delta, n_k]; the server sets
-   global += sum(n_k delta_k) / sum(n_k) over the contributors;
+   the global model and the weight total T (the smallest power of two >= the train-set size); each client trains
+   locally and its input is [n_k * delta / T, n_k / T] (``secagg/weighted.py``); the server sets
+   global += sum(n_k delta_k / T) / sum(n_k / T) over the contributors;
 2. the server evaluates the global model on the test set;
 3. except in the last cycle, selection (protocols/flower.md, "FAL experiments over Flower"):
    - s-al, f-al, fal-local: every client selects alone (with its local-only, the global, or the fine-tuned
@@ -25,9 +26,9 @@ secure sums are numbered 1, 2, ... in the order the in-process strategy calls ``
 
 What the server knows of the data: the dataset's test set and train-set size (public), never a pool. So the
 per-client budget is the even share of ``split_budget`` (a client with fewer unlabeled samples labels what it
-has; the excess is not handed to others, which the in-process split does) and the FedAvg weight bound is the
-smallest power of two >= the train-set size (the in-process run uses the largest labeled set; the bound only
-sizes the ring, the sum is the same).
+has; the excess is not handed to others, which the in-process split does), and the FedAvg weight bound and weight
+total are the smallest power of two >= the train-set size (the in-process run has the same weight total and bounds
+a weight by its largest labeled set; the weight bound only sizes the inputs' check, the sum is the same).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from ...secagg.api import make_protocol
 from ...secagg.encoding import FixedPoint
 from ...secagg.errors import DropoutError, MessageError, SecAggError
 from ...secagg.machine import RoundSpec
+from ...secagg.weighted import weighted_bounds
 from ...strategies import ClientPools, derive_seed
 from ...strategies.fairfal import mean_gamma
 from ...strategies.fal_global import stage2_kmeans
@@ -154,16 +156,17 @@ class CycleSession:
         return out
 
     def sum(self, kind: str, length: int, bound: float, workload: Mapping[str, object],
-            members: tuple[int, ...] | None = None) -> FlowerRound:
+            members: tuple[int, ...] | None = None, sum_bound: float | None = None) -> FlowerRound:
         """One secure sum of ``kind`` ('fedavg' | 'gamma' | 'kmeans' | 'owners') over ``members`` (default all
-        reachable clients); ``workload`` goes to the clients' input source. Appends a record to ``records``."""
+        reachable clients); ``workload`` goes to the clients' input source; ``sum_bound`` as
+        ``FixedPoint.sum_bound``. Appends a record to ``records``."""
         if self.protocol.setup_due(self.round_id + 1):
             up = self.server.online()
             self._set_up(self.round_id + 1, tuple(k for k in self.server.clients if k in up))
         members = self.members(members)
         self.round_id += 1
         spec = RoundSpec(self.session, self.round_id, members, length,
-                         FixedPoint(bound, self.server.config.secure.frac_bits, len(members)))
+                         FixedPoint(bound, self.server.config.secure.frac_bits, len(members), sum_bound))
         state = ServerRound(self.protocol, self.server.config.secure.options, spec,
                             {"kind": kind, "cycle": self.cycle, **workload})
         t0 = time.perf_counter()
@@ -202,7 +205,7 @@ class FalServer:
         self.online = online or (lambda: set(self.clients))
         holder, self.n_train = public_data(config)
         self.x_test, self.y_test = holder.x_test, holder.y_test
-        self.trainer = build_trainer(config, holder)
+        self.trainer = build_trainer(config, holder, self.n_train)
         self.budget = cycle_budget(config, self.n_train)
         self.share = dict(zip(self.clients, split_budget(self.budget, [self.budget] * len(self.clients))))
         self.weight_bound = float(2 ** math.ceil(math.log2(max(self.n_train, 1))))
@@ -211,8 +214,11 @@ class FalServer:
     def fedavg(self, session: CycleSession, r: int, global_vec: np.ndarray) -> np.ndarray:
         """FedAvg round r (0-based): the new global vector."""
         fed = self.trainer.fedavg
-        result = session.sum("fedavg", len(global_vec) + 1, fed.update_bound * self.weight_bound,
-                             {"round": r, "global": global_vec.astype(np.float64).tobytes()})
+        bound, sum_bound = weighted_bounds(fed.update_bound, self.weight_bound, fed.weight_total, len(self.clients),
+                                           self.config.secure.frac_bits)
+        result = session.sum("fedavg", len(global_vec) + 1, bound,
+                             {"round": r, "global": global_vec.astype(np.float64).tobytes(),
+                              "weight-total": fed.weight_total}, sum_bound=sum_bound)
         weight = float(result.total[-1])
         if weight <= 0:
             raise DropoutError("total weight of the contributors is 0", round_id=session.round_id,

@@ -126,9 +126,10 @@ class ReferencedAggregator(Aggregator):
         """Bytes and seconds of the plaintext rounds that mirror this session's rounds."""
         return self.reference.totals
 
-    def sum(self, inputs, *, bound, clip=False, faults=None, statistic=None):
-        result = super().sum(inputs, bound=bound, clip=clip, faults=faults, statistic=statistic)
-        self.reference.sum({cid: inputs[cid] for cid in result.contributors}, bound=bound, clip=clip)
+    def sum(self, inputs, *, bound, clip=False, faults=None, statistic=None, sum_bound=None):
+        result = super().sum(inputs, bound=bound, clip=clip, faults=faults, statistic=statistic, sum_bound=sum_bound)
+        self.reference.sum({cid: inputs[cid] for cid in result.contributors}, bound=bound, clip=clip,
+                           sum_bound=sum_bound)
         return result
 
 

@@ -3,10 +3,10 @@
 A weighted mean sum_k w_k x_k / sum_k w_k (FedAvg: x_k the update, w_k the labeled count) is one secure sum of
 the vectors [w_k x_k / T, w_k / T], T a public power of two with sum_k w_k <= T (the weight total). The
 normalised weights sum to at most 1, so every coordinate of the sum is bounded by max(bound, 1) whatever the
-number of clients n: the ring needs log2(max(bound, 1)) + frac_bits + 1 bits (sign) plus one for the rounding of
+number of clients n: the ring needs log2(max(bound, 1)) + frac_bits + 1 bits (sign), plus at most one for the rounding of
 n inputs, instead of log2(n * bound * weight_bound) + frac_bits + 1 for [w_k x_k, w_k]. The grid step stays
 2^-frac_bits on the normalised values; the weight coordinate w_k / T is exact on it for integer weights and
-T <= 2^frac_bits, so the mean's error per coordinate is at most n * 2^-(frac_bits+1) * T / sum_k w_k
+T <= 2^frac_bits, so the mean's error per coordinate is at most n * 2^-(frac_bits+1) * T / sum_k w_k,
 against n * 2^-(frac_bits+1) / sum_k w_k before the normalisation.
 
 The server learns the two sums divided by the public T, i.e. exactly what it learned before (sum_k w_k x_k and

@@ -270,6 +270,9 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of inputs, dropout plans and sessions (default: 0)")
     p.add_argument("--end-to-end", action="store_true",
                    help="run the end-to-end FAL experiments (digits; FMNIST long tail if installed) instead")
+    p.add_argument("--e2e-config", metavar="TOML",
+                   help="with --end-to-end: run this config file under every protocol instead of the built-in "
+                        "experiments, e.g. examples/configs/fairfal_digits.toml")
     p.add_argument("--e2e-set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every end-to-end run, e.g. training.rounds=2 (repeatable)")
     p.add_argument("--e2e-repeats", type=int, help="end-to-end runs per protocol, interleaved (default: 2)")
@@ -293,7 +296,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
             "dropouts": tuple(args.dropouts) if args.dropouts else None,
             "repeats": args.repeats, "max_values": args.max_values, "seed": args.seed,
             "anchor_points": parse_anchor_points(args.anchor_points) if args.anchor_points else None,
-            "end_to_end": args.end_to_end or None,
+            "end_to_end": args.end_to_end or None, "e2e_config": args.e2e_config,
             "e2e_overrides": dict(parse_override(t) for t in args.e2e_set) or None,
             "e2e_repeats": args.e2e_repeats, "e2e_threads": args.e2e_threads,
         })

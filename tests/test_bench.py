@@ -104,7 +104,7 @@ def test_plaintext_bytes_are_the_reports_wire_bytes():
     w = gamma_workload()
     row = run_cell(Cell(ProtocolSpec("plaintext"), w, 4, 0.0), 1).row
     # one Input message: 30-byte header, 4-byte length prefix, L packed values of k/8 bytes
-    assert row["up_bytes_median"] == 30 + 4 + w.length * row["value_bytes"]
+    assert row["up_bytes_median"] == 30 + 4 + (w.length * row["ring_bits"] + 7) // 8
     assert row["down_bytes_median"] == 30  # the Request
     assert row["total_bytes"] == 4 * (row["up_bytes_median"] + 30)
     assert row["x_float32"] == (row["up_bytes_median"] + 30) / (4 * w.length)
@@ -178,8 +178,24 @@ def test_end_to_end_masking_matches_plaintext_accuracy(tmp_path):
     assert rows[0]["wall_ratio"] == 1.0 and rows[1]["accuracy_diff"] == 0.0
     assert rows[1]["secagg_rounds"] == rows[0]["secagg_rounds"] > 0
     assert rows[1]["secagg_bytes"] > 0 and rows[1]["cpu_s"] > 0
+    assert rows[1]["identical"] and runs[0]["selections"] == runs[1]["selections"]
+    assert runs[0]["cycle_accuracies"] == runs[1]["cycle_accuracies"] and len(runs[0]["cycle_accuracies"]) == 1
     with pytest.raises(ValueError, match="plaintext"):
         run_end_to_end(tmp_path, protocols=("masking",))
+
+
+def test_end_to_end_runs_a_config_file_under_each_protocol(tmp_path):
+    config = tmp_path / "tiny_digits.toml"
+    config.write_text('name = "tiny"\nseed = 1\ndevice = "cpu"\n[data]\ndataset = "digits"\nclients = 3\n'
+                      '[training]\nmodel = "mlp"\nrounds = 1\nlocal_epochs = 1\n[active]\nstrategy = "fairfal"\n'
+                      'cycles = 2\n')
+    rows, runs, notes = run_end_to_end(tmp_path / "out", config=config, protocols=("plaintext", "masking"),
+                                       repeats=1, log=lambda line: None)
+    assert notes == [] and {r["experiment"] for r in rows} == {"tiny_digits"}
+    assert (tmp_path / "out" / "tiny_digits" / "masking-0" / "results.json").exists()
+    assert all(r["identical"] for r in rows) and len(runs[1]["cycle_accuracies"]) == 2
+    with pytest.raises(ValueError, match="not both"):
+        run_end_to_end(tmp_path, config=config, experiments=["digits"])
 
 
 def test_inputs_depend_only_on_seed_workload_repeat_and_client():
@@ -193,13 +209,17 @@ def test_inputs_depend_only_on_seed_workload_repeat_and_client():
 
 
 def test_end_to_end_summary_takes_medians_and_ratios_to_plaintext():
-    def run(protocol, wall, cpu, acc):
+    def run(protocol, wall, cpu, acc, selections="a"):
         return {"experiment": "digits", "protocol": protocol, "wall_s": wall, "cpu_s": cpu, "secagg_s": 0.5,
-                "final_accuracy": acc, "load_before": 1.0, "secagg_rounds": 3, "secagg_bytes": 10}
+                "final_accuracy": acc, "load_before": 1.0, "secagg_rounds": 3, "secagg_bytes": 10,
+                "cycle_accuracies": [0.3, acc], "selections": selections}
 
     rows = summarize([run("plaintext", 10, 8, 0.5), run("ckks", 13, 9, 0.49), run("plaintext", 12, 8, 0.5),
-                      run("ckks", 11, 11, 0.49), run("plaintext", 100, 8, 0.5), run("ckks", 12, 10, 0.49)])
+                      run("ckks", 11, 11, 0.49), run("plaintext", 100, 8, 0.5), run("ckks", 12, 10, 0.49),
+                      run("masking", 12, 8, 0.5), run("masking", 12, 8, 0.5, selections="b")])
     by = {r["protocol"]: r for r in rows}
+    # ckks: other accuracies; masking: the same accuracies, but its second run selected other samples
+    assert by["plaintext"]["identical"] and not by["ckks"]["identical"] and not by["masking"]["identical"]
     assert by["plaintext"]["wall_s"] == 12 and by["ckks"]["wall_s"] == 12 and by["ckks"]["wall_ratio"] == 1.0
     assert by["ckks"]["cpu_ratio"] == 10 / 8 and by["ckks"]["accuracy_diff"] == pytest.approx(-0.01)
     assert by["ckks"]["runs"] == 3

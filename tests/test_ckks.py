@@ -343,10 +343,10 @@ def test_server_checks_the_decrypted_sum():
         server.receive(late)
     enc = spec.encoding
     with pytest.raises(MessageError, match="not asked") as err:
-        server.receive(clients[1].send(SERVER, DecryptedSum(b"\x00" * 10 * enc.value_bytes)))
+        server.receive(clients[1].send(SERVER, DecryptedSum(b"\x00" * enc.packed_bytes(10))))
     assert err.value.client == 1
     with pytest.raises(MessageError, match="expected") as err:
-        server.receive(clients[0].send(SERVER, DecryptedSum(b"\x00" * 9 * enc.value_bytes)))
+        server.receive(clients[0].send(SERVER, DecryptedSum(b"\x00" * enc.packed_bytes(9))))
     assert (err.value.client, err.value.field) == (0, "values")
     too_big = enc.pack(enc.to_ring(np.full(10, 3 * enc.max_abs_int, dtype=np.int64)))
     with pytest.raises(MessageError, match="exceeds"):

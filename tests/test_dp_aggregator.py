@@ -36,6 +36,17 @@ def test_same_noised_sum_under_every_protocol(mechanism):
     assert abs(np.std(totals["plaintext"] - exact) / noise_std - 1) < 5 / np.sqrt(2 * LENGTH)
 
 
+def test_a_noised_sum_costs_the_modulus_bits_per_coordinate():
+    """The mechanism sums in Z_{2^bits}: the protocol's ring is that ring, so each coordinate travels as 20 bits,
+    whatever the number of clients (docs/dp.md)."""
+    cal = session().calibration(UPDATE, LENGTH)
+    res = Aggregator("plaintext", range(N_CLIENTS), seed=3, privacy=session()).sum(inputs(), bound=1.0,
+                                                                                    statistic=UPDATE)
+    assert cal.bits == 20 and cal.padded == 512
+    for c in range(N_CLIENTS):   # 30-byte header, 4-byte length, 512 values of 20 bits = 1,280 bytes
+        assert res.report.bytes_up[c] == 30 + 4 + 1280
+
+
 def test_same_noised_sum_with_a_dropout_under_masking():
     drop = Faults(drop={2: "masked_input"})
     masked = Aggregator("masking", range(N_CLIENTS), seed=3, privacy=session(min_contributors=4))

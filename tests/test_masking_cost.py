@@ -15,26 +15,28 @@ def inputs(n, length, bound, seed=0):
 @pytest.mark.parametrize("drop", [{}, {5: "masked_input"}])
 def test_bytes_on_the_wire_match_the_message_sizes_in_the_spec(drop):
     # masking.md §Messages: header 30; Advertise 76; PeerKeys 4 + 76 d; Shares 4 + 94 d + 36; RelayedShares
-    # 4 + 94 d; MaskedInput 4 + L k/8; UnmaskRequest 12 + 8 (s + r); Unmask 8 + 45 (s + r)
+    # 4 + 94 d; MaskedInput 4 + ceil(L k / 8); UnmaskRequest 12 + 8 (s + r); Unmask 8 + 45 (s + r)
     n, length = 6, 1000
     res = Aggregator(MaskingProtocol(), range(n)).sum(inputs(n, length, 1.0), bound=1.0, faults=Faults(drop=drop))
-    k_bytes = 4   # FixedPoint(1.0, 24, 6): 28 bits -> k = 32
+    packed = 3500   # FixedPoint(1.0, 24, 6): 6 x 2^24 needs 27 bits, + sign: k = 28; 1000 x 28 bits = 3,500 bytes
     d = n - 1
     for c in range(n):
         if c in drop:
             continue
         dropped = len(drop)            # each survivor is asked for the s_sk shares of every dropped neighbour
         survivors = n - dropped        # ... and the b-shares of every survivor, itself included
-        up = 30 + 76 + 30 + 4 + 94 * d + 36 + 30 + 4 + length * k_bytes + 30 + 8 + 45 * (survivors + dropped)
+        up = 30 + 76 + 30 + 4 + 94 * d + 36 + 30 + 4 + packed + 30 + 8 + 45 * (survivors + dropped)
         down = 30 + 30 + 4 + 76 * d + 30 + 4 + 94 * d + 30 + 12 + 8 * (survivors + dropped)  # 5 did share
         assert res.report.bytes_up[c] == up
         assert res.report.bytes_down[c] == down
 
 
-@pytest.mark.parametrize("bound,k_bytes", [(1.0, 4), (100.0, 5)])
+@pytest.mark.parametrize("bound,k", [(1.0, 29), (100.0, 35)])
 @pytest.mark.parametrize("neighbours", [None, "log"])
-def test_a_client_sends_at_most_twice_the_bytes_of_float32_for_large_vectors(bound, k_bytes, neighbours):
-    # masking.md §Cost: k/8 bytes per value (k = 32 or 40 here) plus O(neighbours) bytes per round
+def test_a_client_sends_at_most_twice_the_bytes_of_float32_for_large_vectors(bound, k, neighbours):
+    # masking.md §Cost: k/8 bytes per value (k = 29 or 35 here: 10 x bound x 2^24 and a sign bit) plus
+    # O(neighbours) bytes per round
+    k_bytes = k / 8
     n, length = 10, 100_000
     res = Aggregator(MaskingProtocol(neighbours=neighbours), range(n)).sum(inputs(n, length, bound), bound=bound)
     for c in range(n):

@@ -441,7 +441,7 @@ def test_setup_messages_of_other_sessions_senders_or_phases_are_refused():
 # -- cost ---------------------------------------------------------------------------------------------------
 
 def test_session_rounds_cost_fewer_bytes_and_the_sizes_match_the_spec():
-    # masking.md §Session mode: header 30; InputRequest 0; MaskedInput 4 + L k/8; UnmaskRequest 8 + 8 (s + r);
+    # masking.md §Session mode: header 30; InputRequest 0; MaskedInput 4 + ceil(L k / 8); UnmaskRequest 8 + 8 (s + r);
     # Unmask 8 + 45 (s + r); setup: SetupRequest 12 + 8 n; SetupAdvertise 8 + 32 (R + 1);
     # SetupPeerKeys 4 + (44 + 32 R) d; SetupShares / SetupRelayedShares 4 + (28 + 66 R) d; SetupAck 0
     n, length, rounds = 10, 1000, 10
@@ -450,9 +450,9 @@ def test_session_rounds_cost_fewer_bytes_and_the_sizes_match_the_spec():
     agg = Aggregator(MaskingProtocol(rounds_per_setup=rounds), range(n), seed=1)
     session = agg.sum(xs, bound=1.0).report
     setup = agg.setup_reports[0]
-    k_bytes, d = 4, n - 1
+    packed, d = 3625, n - 1   # k = 29 (10 x 2^24 and a sign bit): 1000 values in 3,625 bytes
     for c in range(n):
-        assert session.bytes_up[c] == 30 + 4 + length * k_bytes + 30 + 8 + 45 * n
+        assert session.bytes_up[c] == 30 + 4 + packed + 30 + 8 + 45 * n
         assert session.bytes_down[c] == 30 + 30 + 12 + 8 * n
         assert setup.bytes_up[c] == (30 + 12 + 32 * (rounds + 1) + 30 + 4 + (28 + 66 * rounds) * d + 4 + 32 * rounds
                                      + 30)

@@ -68,7 +68,7 @@ def test_server_checks_the_packed_length():
     request = server.start()[0]
     client = PROTO.client(0, spec, np.zeros(4))
     client.receive(request)
-    short = client.send(SERVER, Input(b"\x00" * (3 * spec.encoding.value_bytes)))
+    short = client.send(SERVER, Input(b"\x00" * spec.encoding.packed_bytes(3)))
     with pytest.raises(MessageError, match="expected") as err:
         server.receive(short)
     assert (err.value.client, err.value.round_id, err.value.field) == (0, 1, "values")

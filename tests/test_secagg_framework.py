@@ -325,7 +325,7 @@ def test_fixed_point_ring_round_trip_and_headroom(bound, frac_bits, n, seed):
     for row in q:
         total += enc.to_ring(row)
     assert np.array_equal(enc.from_ring(total), q.sum(axis=0))  # the sum of n inputs never wraps
-    assert enc.ring_bits % 8 == 0 and enc.value_bytes == enc.ring_bits // 8
+    assert (n * enc.max_abs_int).bit_length() + 1 == enc.ring_bits   # no bit more than the sum needs
 
 
 def test_fixed_point_rejects_what_does_not_fit():
@@ -336,7 +336,34 @@ def test_fixed_point_rejects_what_does_not_fit():
     with pytest.raises(ValueError):
         FixedPoint(1.0, 24, 0)
     with pytest.raises(ValueError, match="expected"):
-        FixedPoint(1.0, 24, 3).unpack(b"\x00" * 7, 2)
+        FixedPoint(1.0, 24, 3).unpack(b"\x00" * 8, 2)     # 2 values of 27 bits are 7 bytes
+    with pytest.raises(ValueError, match="padding"):
+        FixedPoint(1.0, 24, 3).unpack(b"\x00" * 6 + b"\x40", 2)   # bit 54 set, after the 54 bits of the values
+    with pytest.raises(ValueError, match="sum_bound"):
+        FixedPoint(1.0, 24, 3, sum_bound=0.0)
+
+
+@pytest.mark.parametrize("k", list(range(2, 56)))
+def test_pack_puts_k_bit_values_back_to_back(k):
+    """Value i occupies bits i k .. i k + k - 1 of the little-endian byte string (checked against Python ints), for
+    lengths around the 64-value groups of ``pack``."""
+    enc = FixedPoint(2.0 ** (k - 2), 0, 1)
+    assert enc.ring_bits == k
+    rng = np.random.default_rng(k)
+    for length in (1, 7, 63, 64, 65, 200):
+        r = rng.integers(0, 2 ** 63, size=length, dtype=np.uint64) & enc.ring_mask
+        data = enc.pack(r)
+        assert len(data) == enc.packed_bytes(length) == math.ceil(length * k / 8)
+        assert int.from_bytes(data, "little") == sum(int(v) << (i * k) for i, v in enumerate(r))
+        assert np.array_equal(enc.unpack(data, length), r)
+
+
+def test_sum_bound_sizes_the_ring_from_what_is_summed():
+    # 100 inputs of |x| <= 16 need 4 + 24 + 7 bits + sign; a sum known to stay within 16 (+ rounding) needs 30
+    assert FixedPoint(16.0, 24, 100).ring_bits == 36
+    enc = FixedPoint(16.0, 24, 100, sum_bound=16.0 + 100 * 2.0 ** -25)
+    assert enc.ring_bits == 30 and enc.max_abs_sum == 2 ** 28 + 50
+    assert FixedPoint(2.0 ** 19, 0, 200, sum_bound=2.0 ** 19 - 1).ring_bits == 20   # the DP modulus 2^20
 
 
 # -- transport, faults and reports --------------------------------------------------------------------------
@@ -372,9 +399,9 @@ def test_report_bytes_are_the_lengths_of_the_messages_sent(protocol):
 def test_plaintext_bytes_are_header_plus_packed_values():
     xs = xs_for(3, 1000)
     res = Aggregator("plaintext", [0, 1, 2], seed=0).sum(xs, bound=1.0)
-    value_bytes = FixedPoint(1.0, 24, 3).value_bytes
-    for cid in range(3):
-        assert res.report.bytes_up[cid] == HEADER_BYTES + 4 + 1000 * value_bytes
+    enc = FixedPoint(1.0, 24, 3)
+    for cid in range(3):   # 1000 values of k = 27 bits back to back: 3,375 bytes
+        assert res.report.bytes_up[cid] == HEADER_BYTES + 4 + enc.packed_bytes(1000) == HEADER_BYTES + 4 + 3375
         assert res.report.bytes_down[cid] == HEADER_BYTES
 
 
@@ -451,8 +478,23 @@ def test_weighted_mean(protocol):
     mean, total_weight, res = agg.weighted_mean(vectors, weights, bound=2.0, weight_bound=1000)
     want = sum(weights[c] * vectors[c] for c in vectors) / sum(weights.values())
     assert total_weight == 1267 and res.contributors == tuple(range(5))
-    # each product w * x is rounded once (<= 2^-25), the weights are integers: exact
-    assert np.max(np.abs(mean - want)) <= 5 * 2.0 ** -25 / 1267 + 1e-15
+    # the inputs are [w x / T, w / T] with T = 2048 (the power of two above 1267): each w x / T is rounded once
+    # (<= 2^-25), each w / T is on the grid: the mean is off by at most 5 x 2^-25 x T / 1267
+    assert np.max(np.abs(mean - want)) <= 5 * 2.0 ** -25 * 2048 / 1267 + 1e-15
+    # the ring holds the normalised sum (|.| <= 2 + rounding): 2 + 24 bits + sign, whatever n; 50 values + the weight
+    assert res.report.bytes_up[0] >= ((51 * 27 + 7) // 8) and FixedPoint(2.0, 24, 5, 2.0 + 5 * 2.0 ** -25).ring_bits == 27
+
+
+def test_weighted_mean_with_a_public_weight_total():
+    vectors = {0: np.full(3, 1.0), 1: np.full(3, -0.5)}
+    agg = Aggregator("plaintext", [0, 1], seed=0)
+    mean, total_weight, res = agg.weighted_mean(vectors, {0: 3, 1: 1}, bound=1.0, weight_bound=4, weight_total=8.0)
+    assert total_weight == 4 and np.allclose(mean, (3 - 0.5) / 4, atol=2 * 2.0 ** -25 * 8 / 4)
+    with pytest.raises(InputError, match="sum to more") as err:
+        agg.weighted_mean(vectors, {0: 3, 1: 1}, bound=1.0, weight_bound=4, weight_total=2.0)
+    assert err.value.field == "weight_total" and "3" not in str(err.value)   # no weight in the message
+    with pytest.raises(InputError, match="power of two"):
+        agg.weighted_mean(vectors, {0: 3, 1: 1}, bound=1.0, weight_bound=4, weight_total=6.0)
 
 
 def test_weighted_mean_rejects_bad_weights_and_zero_total():

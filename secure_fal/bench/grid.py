@@ -38,7 +38,7 @@ MEASURED = ("dropped", "contributors", "client_s_median", "client_s_max", "serve
             "up_bytes_median", "down_bytes_median", "total_bytes", "up_bytes_per_value", "x_float32",
             "max_abs_error", "max_rel_error")
 # Row fields, in order.
-FIELDS = ("protocol", "workload", "length", "clients", "dropout", "status", "rounds_ok", "value_bytes",
+FIELDS = ("protocol", "workload", "length", "clients", "dropout", "status", "rounds_ok", "ring_bits",
           *MEASURED, "setup_s", "setup_bytes", "setup_bytes_per_client")
 
 
@@ -201,10 +201,10 @@ def run_cell(cell: Cell, repeats: int, *, frac_bits: int = 24, seed: int = 0,
         report = run_setup(protocol, agg.session, agg.clients, 1)
         setup_bytes += sum(report.bytes_up.values()) + sum(report.bytes_down.values())
     setup_s = time.perf_counter() - t0
-    encoding = FixedPoint(w.bound, frac_bits, n)
+    encoding = FixedPoint(w.bound, frac_bits, n, w.sum_bound)
     phase = drop_phase(protocol)
     out = CellResult({"protocol": cell.protocol.label, "workload": w.name, "length": w.length, "clients": n,
-                      "dropout": cell.dropout, "value_bytes": encoding.value_bytes, "setup_s": setup_s,
+                      "dropout": cell.dropout, "ring_bits": encoding.ring_bits, "setup_s": setup_s,
                       "setup_bytes": setup_bytes, "setup_bytes_per_client": setup_bytes / n})
     failures = []
     for repeat in range(repeats):
@@ -214,7 +214,7 @@ def run_cell(cell: Cell, repeats: int, *, frac_bits: int = 24, seed: int = 0,
         faults = Faults(drop={int(c): phase for c in dropped})
         t1 = time.perf_counter()
         try:
-            result = agg.sum(inputs, bound=w.bound, faults=faults)
+            result = agg.sum(inputs, bound=w.bound, faults=faults, sum_bound=w.sum_bound)
         except SecAggError as exc:
             failures.append(f"{type(exc).__name__}: {exc}")
             continue

@@ -26,7 +26,7 @@ from .grid import FIELDS
 RESULTS_FORMAT = "secure_fal.bench/1"
 CSV_FILE, JSON_FILE, E2E_CSV_FILE = "results.csv", "results.json", "end_to_end.csv"
 E2E_FIELDS = ("experiment", "protocol", "runs", "wall_s", "cpu_s", "wall_ratio", "cpu_ratio", "final_accuracy",
-              "accuracy_diff", "secagg_rounds", "secagg_bytes", "secagg_s")
+              "accuracy_diff", "identical", "secagg_rounds", "secagg_bytes", "secagg_s")
 LENGTH_PLOT, CLIENTS_PLOT = "vs_length.png", "vs_clients.png"
 
 # (header, row key, format) of the printed table

@@ -45,6 +45,7 @@ class BenchSettings:
         frac_bits: fixed-point fractional bits of every sum.
         seed: seed of the inputs, dropout plans and session ids.
         end_to_end: run the end-to-end experiments instead of the grid.
+        e2e_config: a config file for the end-to-end runs (None: the built-in experiments).
         e2e_overrides: config overrides for every end-to-end run.
         e2e_repeats: runs per protocol (interleaved; medians reported).
         e2e_threads: torch intra-op threads during the end-to-end runs.
@@ -60,6 +61,7 @@ class BenchSettings:
     frac_bits: int = 24
     seed: int = 0
     end_to_end: bool = False
+    e2e_config: str | None = None
     e2e_overrides: dict = field(default_factory=dict)
     e2e_repeats: int = 2
     e2e_threads: int = 1
@@ -112,7 +114,8 @@ def run_bench(settings: BenchSettings, out_dir: str | Path, *, command: str = ""
                                "machine_before": machine_description(), "settings": asdict(settings)},
                       "rows": [], "rounds": []}
     if settings.end_to_end:
-        rows, runs, notes = run_end_to_end(out_dir, extra=settings.e2e_overrides, repeats=settings.e2e_repeats,
+        rows, runs, notes = run_end_to_end(out_dir, config=settings.e2e_config, extra=settings.e2e_overrides,
+                                           repeats=settings.e2e_repeats,
                                            torch_threads=settings.e2e_threads, log=log)
         for note in notes:
             log(note)

@@ -5,9 +5,11 @@ shape (length,)) with every |value| <= ``bound``, the public bound passed to ``A
 
 - ``cnn``: a FedAvg round of the reference CNN (``build_model('cnn', 1, 28, 10)``): every float entry of
   its state_dict (parameters and BatchNorm running statistics, as FedAvg sends them) plus one for the
-  weight, i.e. the vector [n_k * delta_k, n_k] that ``Aggregator.weighted_mean`` sums. delta ~ N(0, 0.01^2)
-  per entry (standard deviation 0.01), n_k uniform in [50, 600] labeled samples; public bound
-  update_bound (16; the experiment default 64 needs the same 48-bit ring for n < 128) x weight_bound (1024, power of two above the largest n_k).
+  weight, i.e. the vector [n_k * delta_k / T, n_k / T] that ``Aggregator.weighted_mean`` sums
+  (``secagg/weighted.py``). delta ~ N(0, 0.01^2) per entry (standard deviation 0.01), n_k uniform in [50, 600]
+  labeled samples, T = 2^16 (the weight total: a power of two >= 600 n for up to MAX_CLIENTS = 109 clients);
+  public bounds from ``weighted_bounds``: update_bound 16 x weight_bound 1024 (power of two above the largest
+  n_k) / T = 0.25 per input, 16 + 109 x 2^-25 on the sum (a 30-bit ring at frac_bits 24, any n).
 - ``vector-1m``: 1,000,000 values ~ N(0, 0.01^2), bound 1.
 - ``kmeans-k{k}-d{d}``: one federated k-means round (``federated/kmeans.py``): the output of
   ``cluster_stats`` [counts (k), sums (k*d), sums of squares (k*d)], length k * (2d + 1), for 500
@@ -27,9 +29,14 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..secagg.weighted import weighted_bounds, weighted_input
+
 WEIGHT_STD = 0.01          # standard deviation of a FedAvg delta entry and of the vector-1m values
 UPDATE_BOUND = 16.0        # experiment default training.update_bound
 WEIGHT_BOUND = 1024.0      # power of two above the largest labeled count
+MAX_CLIENTS = 109          # most clients of the FedAvg workloads: 109 x 600 labeled samples <= WEIGHT_TOTAL
+WEIGHT_TOTAL = 65536.0     # T: public power of two >= every round's total labeled count
+MIN_FRAC_BITS = 24         # the FedAvg sum bound's rounding slack holds for the bench's frac_bits >= 24 (default)
 KMEANS_POINTS = 500        # points per client in the k-means workloads
 KMEANS_COUNT_BOUND = 512.0  # power of two >= KMEANS_POINTS; point_bound = 1 (normalised embeddings)
 
@@ -44,6 +51,7 @@ class Workload:
         bound: public bound on every |value| (the ``bound`` of ``Aggregator.sum``).
         make: (client id, generator) -> that client's vector, float64 (length,).
         description: one line for tables and docs.
+        sum_bound: public bound on |sum| per coordinate when tighter than n x bound (``FixedPoint.sum_bound``).
     """
 
     name: str
@@ -51,6 +59,7 @@ class Workload:
     bound: float
     make: Callable[[int, np.random.Generator], np.ndarray]
     description: str
+    sum_bound: float | None = None
 
 
 @lru_cache(maxsize=1)
@@ -63,14 +72,16 @@ def cnn_state_length() -> int:
 
 
 def fedavg_workload(name: str, entries: int) -> Workload:
-    """[n_k * delta_k, n_k] of a model with ``entries`` float state entries (length entries + 1)."""
+    """[n_k * delta_k / T, n_k / T] of a model with ``entries`` float state entries (length entries + 1), for up to
+    MAX_CLIENTS clients."""
 
     def make(cid: int, rng: np.random.Generator) -> np.ndarray:
         weight = float(rng.integers(50, 601))
-        return np.append(rng.normal(0.0, WEIGHT_STD, entries) * weight, weight)
+        return weighted_input(rng.normal(0.0, WEIGHT_STD, entries), weight, WEIGHT_TOTAL)
 
-    return Workload(name, entries + 1, UPDATE_BOUND * WEIGHT_BOUND, make,
-                    f"FedAvg [n_k*delta, n_k], {entries} float state entries + 1")
+    bound, sum_bound = weighted_bounds(UPDATE_BOUND, WEIGHT_BOUND, WEIGHT_TOTAL, MAX_CLIENTS, MIN_FRAC_BITS)
+    return Workload(name, entries + 1, bound, make, f"FedAvg [n_k*delta, n_k] / T, {entries} float state entries + 1",
+                    sum_bound)
 
 
 def gaussian_workload(name: str, length: int) -> Workload:

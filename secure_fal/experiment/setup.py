@@ -15,6 +15,7 @@ from ..models import build_model, check_model
 from ..plugins import is_plugin
 from ..sampling import get_sampler
 from ..secagg import Aggregator, CostTotals, Faults, PrivacySession
+from ..secagg.weighted import power_of_two_above
 from ..strategies import ClientPools, Strategy, Trainer, derive_seed, get_strategy
 from .config import ConfigError, ExperimentConfig
 
@@ -54,8 +55,10 @@ def build_pools(config: ExperimentConfig) -> ClientPools:
     return ClientPools(x, y, tuple(parts), data.x_test, data.y_test, data.num_classes)
 
 
-def build_trainer(config: ExperimentConfig, pools: ClientPools) -> Trainer:
-    """Model factory and training schedules from ``config.training`` and ``config.device``."""
+def build_trainer(config: ExperimentConfig, pools: ClientPools, train_size: int | None = None) -> Trainer:
+    """Model factory and training schedules from ``config.training`` and ``config.device``. FedAvg's weight total
+    is the smallest power of two >= the train-set size (``train_size``, default the pools' ``len(pools.y)``):
+    public, and no labeled total exceeds it."""
     t = config.training
     in_channels, image_size = int(pools.x.shape[1]), int(pools.x.shape[2])
     options = dict(t.model_options)
@@ -74,7 +77,8 @@ def build_trainer(config: ExperimentConfig, pools: ClientPools) -> Trainer:
     _check_batch_norm_batches(config, model, pools)
     fedavg = FedAvgConfig(rounds=t.rounds, local_epochs=t.local_epochs,
                           sgd=SGDConfig(t.lr, t.momentum, t.weight_decay, t.batch_size),
-                          lr_decay_at=t.lr_decay_at, lr_decay=t.lr_decay, update_bound=t.update_bound)
+                          lr_decay_at=t.lr_decay_at, lr_decay=t.lr_decay, update_bound=t.update_bound,
+                          weight_total=power_of_two_above(len(pools.y) if train_size is None else train_size))
     return Trainer(make_model, fedavg, t.effective_alone_epochs, get_device(config.device),
                    alone_schedule=t.alone_schedule)
 
@@ -122,9 +126,10 @@ class ReferencedAggregator(Aggregator):
         """Bytes and seconds of the plaintext rounds that mirror this session's rounds."""
         return self.reference.totals
 
-    def sum(self, inputs, *, bound, clip=False, faults=None, statistic=None):
-        result = super().sum(inputs, bound=bound, clip=clip, faults=faults, statistic=statistic)
-        self.reference.sum({cid: inputs[cid] for cid in result.contributors}, bound=bound, clip=clip)
+    def sum(self, inputs, *, bound, clip=False, faults=None, statistic=None, sum_bound=None):
+        result = super().sum(inputs, bound=bound, clip=clip, faults=faults, statistic=statistic, sum_bound=sum_bound)
+        self.reference.sum({cid: inputs[cid] for cid in result.contributors}, bound=bound, clip=clip,
+                           sum_bound=sum_bound)
         return result
 
 

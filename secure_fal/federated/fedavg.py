@@ -7,7 +7,9 @@ state: parameters and BatchNorm running means/variances. The server obtains
     global += sum_k n_k * delta_k / sum_k n_k        over the clients k that contributed,
 
 with n_k the client's sample count, through ``Aggregator.weighted_mean``: one secure sum of the vectors
-[n_k * delta_k, n_k], so numerator and denominator cover the same surviving clients. A client that drops
+[n_k * delta_k / T, n_k / T] (T: the public weight total, a power of two >= sum_k n_k, so the ring holds
+``update_bound`` whatever the number of clients: ``secagg/weighted.py``), so numerator and denominator cover the
+same surviving clients. A client that drops
 out of the aggregation round is simply not in the average. This module never learns which protocol runs.
 
 Deltas are small, so a tight public bound ``update_bound`` on every |delta| keeps the fixed-point ring
@@ -53,10 +55,13 @@ class FedAvgConfig:
         update_bound: public bound on |local - global| of every parameter and float buffer after one round of
             local training. Measured: the reference CNN's first round on 2,000 FMNIST-LT samples (5 epochs,
             lr 0.01) moves weights by at most 0.23 and BatchNorm running statistics by at most 2.3; the
-            default 64 leaves a wide margin and still keeps the ring at 48 bits for up to 10 clients of up to
-            8,192 samples at frac_bits 24. ``RoundRecord.max_abs_update`` reports the largest |delta| seen.
+            default 64 leaves a wide margin and keeps the ring at 31 bits for any number of clients at frac_bits
+            24 (``secagg/weighted.py``). ``RoundRecord.max_abs_update`` reports the largest |delta| seen.
         weight_bound: public bound on a client's sample count n_k. None: the smallest power of two >= the
             largest client's count (a power of two so that the bound does not disclose the exact size).
+        weight_total: T, public power of two >= the participants' total sample count (the experiments: the
+            smallest one >= the train-set size, as the Flower server knows it). None: the smallest power of two >=
+            the participants' total of the round.
         eval_batch_size: batch size for test-set evaluation.
     """
 
@@ -67,6 +72,7 @@ class FedAvgConfig:
     lr_decay: float = 0.1
     update_bound: float = 64.0
     weight_bound: float | None = None
+    weight_total: float | None = None
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
@@ -281,7 +287,8 @@ def train_federated(model: nn.Module, clients: Sequence[ClientData], aggregator:
 
         mean_delta, _, res = aggregator.weighted_mean(
             deltas, {k: float(sizes[k]) for k in ids}, bound=config.update_bound, weight_bound=weight_bound,
-            faults=faults(r) if faults else None, statistic=UPDATE_STATISTIC)
+            weight_total=config.weight_total, faults=faults(r) if faults else None,
+            statistic=UPDATE_STATISTIC)
         layout.set(model, global_vec + mean_delta)
         if aggregator.privacy is not None:
             valid_running_vars(model)

@@ -29,6 +29,7 @@ from .privacy.release import noised_mean, open_release
 from .privacy.session import SERVER, PrivacySession, Statistic, dp_label
 from .report import CostTotals, Report
 from .transport import Faults, run_round
+from .weighted import power_of_two_above, weighted_bounds, weighted_input
 
 
 class SecureSumProtocol(ABC):
@@ -187,7 +188,8 @@ class Aggregator:
         return self.protocol.NAME
 
     def sum(self, inputs: Mapping[int, np.ndarray], *, bound: float, clip: bool = False,
-            faults: Faults | None = None, statistic: Statistic | None = None) -> SumResult:
+            faults: Faults | None = None, statistic: Statistic | None = None,
+            sum_bound: float | None = None) -> SumResult:
         """Securely sum one vector per client.
 
         Args:
@@ -201,6 +203,8 @@ class Aggregator:
             statistic: what is summed (kind, L2 bound; ``privacy.Statistic``): recorded in ``ledger``, and required
                 when the session has a ``privacy`` session, whose mechanism then clips, noises and encodes each input
                 (``privacy.mechanisms``) and charges the release to the run's budget first.
+            sum_bound: public bound on |sum of the inputs| per coordinate, when tighter than (number of inputs) x
+                bound: sizes the ring (``FixedPoint.sum_bound``); the caller vouches for it (a sum beyond it wraps).
 
         Returns:
             SumResult with the float64 sum over the clients that finished the protocol (under DP: the noised sum).
@@ -221,13 +225,13 @@ class Aggregator:
                                  field="vector")
         if self.privacy is not None:
             return self._private_sum(inputs, length, bound, faults, statistic)
-        result = self._round(inputs, length, bound, self.frac_bits, clip, faults)
+        result = self._round(inputs, length, bound, self.frac_bits, clip, faults, sum_bound)
         self.ledger.append(sum_entry(round_id=self.round_id, kind=statistic and statistic.kind, length=length,
                                      protocol=self.name, contributors=result.contributors, cal=None))
         return result
 
     def _round(self, inputs: Mapping[int, np.ndarray], length: int, bound: float, frac_bits: int, clip: bool,
-               faults: Faults | None) -> SumResult:
+               faults: Faults | None, sum_bound: float | None = None) -> SumResult:
         """One protocol round over vectors of ``length`` values (setup first when due)."""
         self.round_id += 1
         if faults is None and self.fault_plan is not None:
@@ -239,7 +243,7 @@ class Aggregator:
             raise DropoutError("no client with an input can take part (none holds keys of the session's setup)",
                                round_id=self.round_id)
         try:
-            encoding = FixedPoint(bound, frac_bits, len(members))
+            encoding = FixedPoint(bound, frac_bits, len(members), sum_bound)
         except InputError as exc:
             raise InputError(exc.what, round_id=self.round_id, field=exc.field) from None
         spec = RoundSpec(self.session, self.round_id, members, length, encoding, clip)
@@ -258,7 +262,7 @@ class Aggregator:
         release = open_release(self.privacy, statistic, length, self.name, self.dp_label, round_id, bound)
         fed = {cid: release.client_input(x, self.privacy.noise_source(self.dp_label, round_id, cid), cid)
                for cid, x in inputs.items()}
-        res = self._round(fed, *release.round_shape(self.frac_bits), False, faults)
+        res = self._round(fed, *release.round_shape(self.frac_bits), False, faults, release.sum_bound)
         total = release.server_total(res.total, res.contributors,
                                      self.privacy.noise_source(self.dp_label, round_id, SERVER))
         self.ledger.append(sum_entry(round_id=round_id, kind=statistic.kind, length=length, protocol=self.name,
@@ -271,15 +275,19 @@ class Aggregator:
         self.setup_reports.append(run_setup(self.protocol, self.session, self.clients, self.round_id, faults))
 
     def weighted_mean(self, vectors: Mapping[int, np.ndarray], weights: Mapping[int, float], *, bound: float,
-                      weight_bound: float, faults: Faults | None = None,
+                      weight_bound: float, weight_total: float | None = None, faults: Faults | None = None,
                       statistic: Statistic | None = None) -> tuple[np.ndarray, float, SumResult]:
-        """Weighted mean sum_k w_k x_k / sum_k w_k in ONE secure sum of the vectors [w_k * x_k, w_k].
+        """Weighted mean sum_k w_k x_k / sum_k w_k in ONE secure sum of the vectors [w_k x_k / T, w_k / T].
 
-        One round keeps numerator and denominator over the same surviving clients.
+        One round keeps numerator and denominator over the same surviving clients. The weights are normalised by
+        the public weight total T, so the ring holds max(bound, 1) per coordinate whatever the number of clients
+        (``weighted``: sizing rule, error bound n * 2^-(frac_bits+1) * T / sum_k w_k, what the server learns).
 
         Args:
             vectors: client id -> 1-D array (L,) with |x| <= bound.
             weights: client id -> weight w_k with 0 <= w_k <= weight_bound (e.g. labeled-sample counts).
+            weight_total: T, a public power of two >= the sum of the weights (default: the smallest one above the
+                sum of ``weights`` over ``vectors``).
             statistic: what the vectors are (``sum``); under DP the mean is unweighted (each contributor counts 1,
                 so no weight is released), projected onto the L2 ball of the statistic's clip norm (where the exact
                 mean of clipped inputs lies), and the total weight returned is the number of contributors.
@@ -291,19 +299,24 @@ class Aggregator:
                            faults=faults, statistic=statistic)
             return (noised_mean(res.total, len(res.contributors), self.privacy.clip_for(statistic)),
                     float(len(res.contributors)), res)
-        stacked = {}
-        for cid, x in vectors.items():
+        for cid in vectors:
             w = float(weights[cid])
             if not 0 <= w <= weight_bound:
                 raise InputError(f"weight {w} outside [0, {weight_bound}]", client=cid,
                                  round_id=self.round_id + 1, field="weight")
-            stacked[cid] = np.append(np.asarray(x, dtype=np.float64) * w, w)
-        res = self.sum(stacked, bound=bound * weight_bound, faults=faults, statistic=statistic)
-        total_weight = float(res.total[-1])
-        if total_weight <= 0:
+        total = sum(float(weights[cid]) for cid in vectors)
+        if weight_total is None:
+            weight_total = power_of_two_above(total)
+        elif total > weight_total:
+            raise InputError("the weights sum to more than weight_total", round_id=self.round_id + 1,
+                             field="weight_total")
+        per_input, sum_bound = weighted_bounds(bound, weight_bound, weight_total, len(vectors), self.frac_bits)
+        stacked = {cid: weighted_input(x, float(weights[cid]), weight_total) for cid, x in vectors.items()}
+        res = self.sum(stacked, bound=per_input, faults=faults, statistic=statistic, sum_bound=sum_bound)
+        if not res.total[-1] > 0:
             raise InputError("total weight of the contributing clients is 0", round_id=self.round_id,
                              field="weight")
-        return res.total[:-1] / total_weight, total_weight, res
+        return res.total[:-1] / res.total[-1], float(res.total[-1]) * weight_total, res
 
 
 def run_setup(protocol: SecureSumProtocol, session: int, members: Sequence[int], first_round: int,

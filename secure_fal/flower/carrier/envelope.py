@@ -118,6 +118,7 @@ class RoundOpening:
             "session": f"{s.session:016x}", "round": s.round_id, "clients": list(s.clients),
             "length": s.length, "bound": float(s.encoding.bound), "frac-bits": s.encoding.frac_bits,
             "n-clients": s.encoding.n_clients, "clip": s.clip,
+            **({} if s.encoding.sum_bound is None else {"sum-bound": float(s.encoding.sum_bound)}),
         })
 
     @classmethod
@@ -130,7 +131,8 @@ class RoundOpening:
                 raise ValueError("options must be a JSON object")
             spec = RoundSpec(int(record["session"], 16), int(record["round"]), tuple(record["clients"]),
                              int(record["length"]),
-                             FixedPoint(float(record["bound"]), int(record["frac-bits"]), int(record["n-clients"])),
+                             FixedPoint(float(record["bound"]), int(record["frac-bits"]), int(record["n-clients"]),
+                                        None if record.get("sum-bound") is None else float(record["sum-bound"])),
                              bool(record["clip"]))
         except InputError as exc:
             raise MessageError(f"bad round opening: {exc.what}", client=client, round_id=round_id,
@@ -260,7 +262,8 @@ def protocol_input(spec: RoundSpec, cid: int, workload: Mapping[str, object], in
     if privacy is not None:
         privacy.check(release, client=cid)
     shape = (spec.length, spec.encoding.bound, spec.encoding.frac_bits)
-    if release.round_shape(spec.encoding.frac_bits) != shape or spec.clip:
+    if (release.round_shape(spec.encoding.frac_bits) != shape or spec.encoding.sum_bound != release.sum_bound
+            or spec.clip):
         raise PrivacyError(f"round of (length, bound, frac bits) {shape} does not carry this release",
                            client=cid, round_id=spec.round_id, field="length")
     raw_spec = RoundSpec(spec.session, spec.round_id, spec.clients, release.calibration.length,

@@ -30,6 +30,7 @@ from ...federated.fedavg import StateVector, client_seed
 from ...federated.ownership import owned_items
 from ...secagg.errors import InputError, MessageError
 from ...secagg.machine import RoundSpec
+from ...secagg.weighted import weighted_input
 from ...strategies import ClientPools, Cycle, FALGlobal, FairFAL, LocalQueryStrategy, derive_seed
 from ...strategies.fairfal import gamma_input
 from ...strategies.fal_global import Candidates
@@ -108,9 +109,9 @@ class FalClient:
         return {"fedavg": self.fedavg_input, "gamma": self.gamma_input}[workload["kind"]](spec, workload)
 
     def fedavg_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
-        """Train from the broadcast global model; return [n_k * delta, n_k] (float64, (L + 1,)), or under
-        differential privacy delta (L,), which the DP layer clips (``envelope.protocol_input``), as
-        ``train_federated`` does."""
+        """Train from the broadcast global model; return [n_k * delta / T, n_k / T] (float64, (L + 1,);
+        ``secagg.weighted.weighted_input``, T the workload's public 'weight-total'), or under differential privacy
+        delta (L,), which the DP layer clips (``envelope.protocol_input``), as ``train_federated`` does."""
         cycle = int_field(workload, "cycle", cid=self.cid, round_id=spec.round_id)
         r = workload.get("round")
         if not isinstance(r, int) or not 0 <= r < self.config.training.rounds:
@@ -130,8 +131,11 @@ class FalClient:
         if not abs(delta[worst]) <= fed.update_bound:
             raise InputError(f"FedAvg round {r + 1}: update {delta[worst]!r} exceeds update_bound {fed.update_bound}",
                              client=self.cid, round_id=spec.round_id, field=layout.name_at(worst))
-        n = float(len(y))
-        return np.append(delta * n, n)
+        total = workload.get("weight-total")
+        if not isinstance(total, float) or not total >= len(y):
+            raise MessageError(f"workload needs a float 'weight-total' >= this client's sample count, got {total!r}",
+                               client=self.cid, round_id=spec.round_id, field="workload.weight-total")
+        return weighted_input(delta, float(len(y)), total)
 
     def gamma_input(self, spec: RoundSpec, workload: Mapping[str, object]) -> np.ndarray:
         """FairFAL: [gamma_k, 1] of this client under the broadcast global model."""

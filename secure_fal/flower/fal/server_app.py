@@ -10,10 +10,11 @@ as ``Aggregator``'s; CKKS: its keys are distributed first, in band), whose
 secure sums are numbered 1, 2, ... in the order the in-process strategy calls ``Aggregator.sum``:
 
 1. a fresh global model (seed ``init``); per FedAvg round r a secure sum of length L + 1 whose opening carries
-   the global model; each client trains locally and its input is [n_k * delta, n_k]; the server sets
-   global += sum(n_k delta_k) / sum(n_k) over the contributors (under ``[privacy]``: the input is delta_k, which
-   the node clips and noises, and global += the projected noised mean, as in process; protocols/dp.md, "Over
-   Flower");
+   the global model and the weight total T (the smallest power of two >= the train-set size); each client trains
+   locally and its input is [n_k * delta / T, n_k / T] (``secagg/weighted.py``); the server sets
+   global += sum(n_k delta_k / T) / sum(n_k / T) over the contributors (under ``[privacy]``: the input is delta_k,
+   which the node clips and noises, and global += the projected noised mean, as in process; protocols/dp.md,
+   "Over Flower");
 2. the server evaluates the global model on the test set;
 3. except in the last cycle, selection (protocols/flower.md, "FAL experiments over Flower"):
    - s-al, f-al, fal-local: every client selects alone (with its local-only, the global, or the fine-tuned
@@ -27,9 +28,9 @@ secure sums are numbered 1, 2, ... in the order the in-process strategy calls ``
 
 What the server knows of the data: the dataset's test set and train-set size (public), never a pool. So the
 per-client budget is the even share of ``split_budget`` (a client with fewer unlabeled samples labels what it
-has; the excess is not handed to others, which the in-process split does) and the FedAvg weight bound is the
-smallest power of two >= the train-set size (the in-process run uses the largest labeled set; the bound only
-sizes the ring, the sum is the same).
+has; the excess is not handed to others, which the in-process split does), and the FedAvg weight bound and weight
+total are the smallest power of two >= the train-set size (the in-process run has the same weight total and bounds
+a weight by its largest labeled set; the weight bound only sizes the inputs' check, the sum is the same).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from ...secagg.privacy import Statistic
 from ...secagg.privacy.ledger import selected_counts_entry, sum_entry
 from ...secagg.privacy.release import noised_mean, open_release
 from ...secagg.privacy.session import SERVER, dp_label
+from ...secagg.weighted import weighted_bounds
 from ...strategies import ClientPools, derive_seed
 from ...strategies.fairfal import GAMMA_STATISTIC, mean_gamma
 from ...strategies.fal_global import stage2_kmeans
@@ -171,25 +173,27 @@ class CycleSession:
         return out
 
     def sum(self, kind: str, length: int, bound: float, workload: Mapping[str, object], statistic: Statistic,
-            members: tuple[int, ...] | None = None) -> FlowerRound:
+            members: tuple[int, ...] | None = None, sum_bound: float | None = None) -> FlowerRound:
         """One secure sum of ``kind`` ('fedavg' | 'gamma' | 'kmeans' | 'owners'), declared as ``statistic``, of
         vectors of ``length`` values within ``bound`` over ``members`` (default all reachable clients);
-        ``workload`` goes to the clients' input source. Under differential privacy the total is the released
-        noised sum. Appends a record to ``records`` (its length: the values the protocol summed) and an entry to
-        ``ledger``."""
+        ``workload`` goes to the clients' input source; ``sum_bound`` as ``FixedPoint.sum_bound``. Under
+        differential privacy the total is the released noised sum. Appends a record to ``records`` (its length: the
+        values the protocol summed) and an entry to ``ledger``."""
         round_id = self.round_id + 1
         privacy, secure = self.server.privacy, self.server.config.secure
         release = None
         if privacy is not None:
             release = open_release(privacy, statistic, length, self.protocol.NAME, self.label, round_id, bound)
             workload = {**workload, DP_KEY: release.to_json()}
+            sum_bound = release.sum_bound
         shape = (length, bound, secure.frac_bits) if release is None else release.round_shape(secure.frac_bits)
         if self.protocol.setup_due(round_id):
             up = self.server.online()
             self._set_up(round_id, tuple(k for k in self.server.clients if k in up))
         members = self.members(members)
         self.round_id = round_id
-        spec = RoundSpec(self.session, round_id, members, shape[0], FixedPoint(shape[1], shape[2], len(members)))
+        spec = RoundSpec(self.session, round_id, members, shape[0],
+                         FixedPoint(shape[1], shape[2], len(members), sum_bound))
         state = ServerRound(self.protocol, secure.options, spec, {"kind": kind, "cycle": self.cycle, **workload})
         t0 = time.perf_counter()
         drive(self.server.channel, state, message_type=ROUND_TYPE, group=f"{self.cycle}.{self.round_id}")
@@ -233,7 +237,7 @@ class FalServer:
         self.online = online or (lambda: set(self.clients))
         holder, self.n_train = public_data(config)
         self.x_test, self.y_test = holder.x_test, holder.y_test
-        self.trainer = build_trainer(config, holder)
+        self.trainer = build_trainer(config, holder, self.n_train)
         self.budget = cycle_budget(config, self.n_train)
         self.share = dict(zip(self.clients, split_budget(self.budget, [self.budget] * len(self.clients))))
         self.weight_bound = float(2 ** math.ceil(math.log2(max(self.n_train, 1))))
@@ -250,8 +254,10 @@ class FalServer:
             result = session.sum("fedavg", len(global_vec), fed.update_bound, workload, UPDATE_STATISTIC)
             return global_vec + noised_mean(result.total, len(result.contributors),
                                             self.privacy.clip_for(UPDATE_STATISTIC))
-        result = session.sum("fedavg", len(global_vec) + 1, fed.update_bound * self.weight_bound, workload,
-                             UPDATE_STATISTIC)
+        bound, sum_bound = weighted_bounds(fed.update_bound, self.weight_bound, fed.weight_total, len(self.clients),
+                                           self.config.secure.frac_bits)
+        result = session.sum("fedavg", len(global_vec) + 1, bound, {**workload, "weight-total": fed.weight_total},
+                             UPDATE_STATISTIC, sum_bound=sum_bound)
         weight = float(result.total[-1])
         if weight <= 0:
             raise DropoutError("total weight of the contributors is 0", round_id=session.round_id,

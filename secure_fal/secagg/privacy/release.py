@@ -61,6 +61,12 @@ class Release:
             return cal.padded, float(2 ** (cal.bits - 1)), 0
         return cal.length, cal.clip, frac_bits
 
+    @property
+    def sum_bound(self) -> float | None:
+        """The round's ``FixedPoint.sum_bound``: 2^(bits-1) - 1 for the distributed mechanisms, whose sum is taken
+        modulo 2^bits by the mechanism itself (the protocol's ring is Z_{2^bits}, wrapping allowed), else None."""
+        return float(2 ** (self.calibration.bits - 1) - 1) if self.calibration.mechanism in DISTRIBUTED else None
+
     def client_input(self, x: np.ndarray, src: NoiseSource, client: int) -> np.ndarray:
         """What client ``client`` feeds the protocol for raw input x (float (length,)): its L2-clipped input
         (central-gaussian), else its encoded input with its noise share. InputError naming the client, round and

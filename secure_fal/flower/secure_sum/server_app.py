@@ -142,7 +142,8 @@ def run_session(grid: Grid, settings: SessionSettings, on_round: Callable[[Flowe
                                    settings.bound)
             workload[DP_KEY] = release.to_json()
             length, bound, frac_bits = release.round_shape(settings.frac_bits)
-        spec = RoundSpec(session, round_id, members, length, FixedPoint(bound, frac_bits, len(members)))
+        spec = RoundSpec(session, round_id, members, length,
+                         FixedPoint(bound, frac_bits, len(members), release and release.sum_bound))
         result = run_round(grid, protocol, settings.options, spec, nodes, timeout=patience, workload=workload)
         if release is not None:
             result = dataclasses.replace(result, total=release.server_total(

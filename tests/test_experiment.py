@@ -165,6 +165,31 @@ def test_example_configs_load_for_every_method_of_the_fairfal_table(path):
             load_config(path, overrides)
 
 
+@pytest.mark.filterwarnings("ignore::secure_fal.experiment.config.ConfigWarning")
+def test_fairfal_table_record_carries_finished_runs_to_another_machine(tmp_path, capsys):
+    """A run summarized into --record is read back from it (not run again, nothing written under the new OUT) and
+    tabulated with its seed's accuracy; --table-only tabulates only what exists."""
+    from examples.fairfal_table import main
+
+    tiny_run = ["--methods", "Random", "--alphas", "0.1", "--set", "data.dataset=digits", "--set", "data.rho=10",
+                "--set", "data.clients=3", "--set", "active.cycles=1", "--set", "training.rounds=1",
+                "--set", "secure.protocol=plaintext"]
+    record = tmp_path / "record.json"
+    main([*tiny_run, "--seeds", "0", "--out", str(tmp_path / "a"), "--record", str(record)])
+    first = json.loads(record.read_text())["runs"]
+    assert list(first) == ["alpha0.1/Random/seed0"]
+    assert (tmp_path / "a/alpha0.1/Random/seed0/results.json").exists()
+    ran = json.loads((tmp_path / "a/alpha0.1/Random/seed0/results.json").read_text())
+    assert first["alpha0.1/Random/seed0"]["final_accuracy"] == ran["final_accuracy"]
+    assert first["alpha0.1/Random/seed0"]["class_histogram"] == ran["cycles"][-1]["class_histogram"]
+    capsys.readouterr()
+    main([*tiny_run, "--seeds", "0", "1", "--table-only", "--out", str(tmp_path / "b"), "--record", str(record)])
+    printed = capsys.readouterr().out
+    assert f"final accuracy {100 * ran['final_accuracy']:.2f} %" in printed and "seed 1" not in printed
+    assert not (tmp_path / "b/alpha0.1").exists()
+    assert json.loads(record.read_text())["runs"] == first
+
+
 def test_long_tail_dirichlet_and_corrupted_client():
     config = tiny(data__rho=10.0, data__split="dirichlet", data__alpha=0.1, data__corrupted_client=1)
     pools = build_pools(config)

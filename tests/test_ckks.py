@@ -16,7 +16,7 @@ from secure_fal.secagg.encoding import FixedPoint
 from secure_fal.secagg.machine import RoundSpec
 from secure_fal.secagg.messages import HEADER_BYTES, SERVER, decode, encode
 
-SLOTS = CKKSParams().slots
+SLOTS = CKKSParams().capacity  # values per ciphertext (two per complex slot)
 
 
 def inputs(n, length, bound=1.0, seed=0, ids=None):

@@ -45,11 +45,15 @@ def test_security_limits_are_seal_s():
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 100, 1000])
 def test_auto_scale_is_the_largest_power_of_two_that_cannot_overflow(params, n):
     q, headroom = params.data_modulus, math.ceil(params.noise_max) + 1
+
+    def peak(delta):  # the smallest integer c with c^2 >= 2 delta^2: a slot x + iy, |x|, |y| <= 1, at scale delta
+        return math.isqrt(2 * delta * delta - 1) + 1
+
     if params.scale_bits is None:
         delta = params.scale(n)
         assert delta & (delta - 1) == 0
-        assert n * (delta + headroom) < q // 2 <= n * (2 * delta + headroom)
-    elif n * ((1 << params.scale_bits) + headroom) >= q // 2:
+        assert n * (peak(delta) + headroom) < q // 2 <= n * (peak(2 * delta) + headroom)
+    elif n * (peak(1 << params.scale_bits) + headroom) >= q // 2:
         with pytest.raises(ValueError, match="overflows"):
             params.scale(n)
     else:
@@ -57,7 +61,8 @@ def test_auto_scale_is_the_largest_power_of_two_that_cannot_overflow(params, n):
 
 
 def test_default_scale_values():
-    assert [CKKSParams().scale(n).bit_length() - 1 for n in (1, 10, 100, 1000)] == [58, 55, 52, 49]
+    # n * sqrt(2) * Delta < 2^59 (one 60-bit prime): log2 Delta < 58.5 - log2 n
+    assert [CKKSParams().scale(n).bit_length() - 1 for n in (1, 10, 100, 1000)] == [58, 55, 51, 48]
 
 
 def test_fixed_scale_that_overflows_is_refused():
@@ -86,8 +91,8 @@ def raw_error(params, n, seed=0, chunks=2):
     ctx = CKKSContext.generate(params)
     delta = params.scale(n)
     rng = np.random.default_rng(seed)
-    y = rng.uniform(-1, 1, (n, chunks, params.slots))
-    y[0, 0, :4] = [1, -1, 1, -1]
+    y = rng.uniform(-1, 1, (n, chunks, params.capacity))
+    y[:, 0, :4] = y[:, 0, params.slots:params.slots + 4] = [1, -1, 1, -1]   # slots of magnitude sqrt(2)
     worst = 0.0
     for j in range(chunks):
         total = ctx.load_ciphertext(ctx.encrypt(y[0, j], delta), delta)
@@ -114,7 +119,7 @@ def measure_ours(params):
     """(bytes per value of a client ciphertext, of the aggregate, relative error on a 100-client sum, guaranteed
     relative bound, ms to encrypt one ciphertext). Relative: max error / (n * bound)."""
     ctx = CKKSContext.generate(params)
-    x = np.random.default_rng(1).uniform(-1, 1, params.slots)
+    x = np.random.default_rng(1).uniform(-1, 1, params.capacity)
     t0 = time.perf_counter()
     blob = ctx.encrypt(x, params.scale(N_CLIENTS))
     ms = 1e3 * (time.perf_counter() - t0)
@@ -122,7 +127,7 @@ def measure_ours(params):
     aggregate = len(ctx.save_ciphertext(total))
     err = raw_error(params, N_CLIENTS, chunks=1) / N_CLIENTS
     guaranteed = plan_for(params, N_CLIENTS).slot_error(N_CLIENTS) / N_CLIENTS
-    return len(blob) / params.slots, aggregate / params.slots, err, guaranteed, ms
+    return len(blob) / params.capacity, aggregate / params.capacity, err, guaranteed, ms
 
 
 def measure_tenseal_vector(n_poly, bits, scale_bits, encryption):

@@ -195,14 +195,18 @@ class CKKSContext:
     # -- ciphertexts ----------------------------------------------------------------------------------
 
     def encrypt(self, values: np.ndarray, scale: int) -> bytes:
-        """Encode up to N/2 float values at ``scale`` and encrypt; returns the serialized ciphertext
-        (seeded, i.e. one polynomial plus a seed, when symmetric)."""
+        """Encode up to N float values at ``scale``, two per complex slot (values i and N/2 + i are slot i's real
+        and imaginary part; missing values are 0), and encrypt; returns the serialized ciphertext (seeded, i.e.
+        one polynomial plus a seed, when symmetric)."""
         if self._encryptor is None:
             raise ValueError("this CKKS context cannot encrypt: it holds no key")
-        if len(values) > self.params.slots:
-            raise ValueError(f"{len(values)} values do not fit in {self.params.slots} slots")
+        if len(values) > self.params.capacity:
+            raise ValueError(f"{len(values)} values do not fit in one ciphertext of {self.params.capacity}")
+        padded = np.zeros(self.params.capacity, dtype=np.float64)
+        padded[:len(values)] = values
+        half = self.params.slots
         plain = sa.Plaintext()
-        self._encoder.encode(np.asarray(values, dtype=np.float64).tolist(), float(scale), plain)
+        self._encoder.encode((padded[:half] + 1j * padded[half:]).tolist(), float(scale), plain)
         if self.params.symmetric:
             return _save(self._encryptor.encrypt_symmetric(plain))
         cipher = sa.Ciphertext()
@@ -239,9 +243,11 @@ class CKKSContext:
         return _save(cipher)
 
     def decrypt(self, cipher: sa.Ciphertext) -> np.ndarray:
-        """Decrypt and decode: float64 array of N/2 slot values (before dividing out anything)."""
+        """Decrypt and decode: float64 array of the N values (real parts of the N/2 slots, then their imaginary
+        parts), before dividing out anything."""
         if self._decryptor is None:
             raise ValueError("this CKKS context is public: it holds no secret key")
         plain = sa.Plaintext()
         self._decryptor.decrypt(cipher, plain)
-        return np.asarray(self._encoder.decode_double(plain), dtype=np.float64)
+        slots = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
+        return np.concatenate([slots.real, slots.imag])

@@ -200,8 +200,8 @@ class CKKSClient(ClientMachine):
 
     def _encrypt(self) -> dict[int, bytes]:
         y = self.quantized / float(self.plan.divisor)
-        slots = self.context.params.slots
-        return {i: self.context.encrypt(y[i * slots:(i + 1) * slots], self.plan.scale)
+        size = self.context.params.capacity
+        return {i: self.context.encrypt(y[i * size:(i + 1) * size], self.plan.scale)
                 for i in range(self.plan.chunks)}
 
     def _decrypt(self, msg: DecryptRequest) -> bytes:
@@ -218,15 +218,15 @@ class CKKSClient(ClientMachine):
         if self.roster is not None:
             self._check_signed_inputs(msg)
         ciphers = _load_chunks(self.context, plan, msg.chunks, client=self.me, round_id=spec.round_id)
-        slots = self.context.params.slots
+        size = self.context.params.capacity
         total = np.concatenate([self.context.decrypt(c) for c in ciphers])[:spec.length] * plan.divisor
         n = len(contributors)
         limit = n * enc.max_abs_int + plan.integer_error(n) + 1
         bad = np.flatnonzero(~(np.abs(total) <= limit))
         if bad.size:
-            raise DecryptionError(f"decryptor client {self.me}: slot {bad[0]} decrypts beyond what any sum of {n} "
+            raise DecryptionError(f"decryptor client {self.me}: value {bad[0]} decrypts beyond what any sum of {n} "
                                   "inputs can reach (wrong key or corrupted ciphertext)", client=self.me,
-                                  round_id=spec.round_id, field=f"chunks[{bad[0] // slots}]")
+                                  round_id=spec.round_id, field=f"chunks[{bad[0] // size}]")
         rounded = np.clip(np.rint(total), -n * enc.max_abs_int, n * enc.max_abs_int).astype(np.int64)
         return enc.pack(enc.to_ring(rounded))
 

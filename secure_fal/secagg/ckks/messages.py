@@ -20,9 +20,9 @@ class Request(Message):
 
 @dataclass(frozen=True)
 class EncryptedInput(Message):
-    """Client -> server: chunk index (0 .. chunks-1) -> serialized CKKS ciphertext of N/2 slots; in active mode
-    ``signature`` is the client's Ed25519 signature of (session, round, id, SHA-256 of the chunks) (64 bytes; else
-    b"")."""
+    """Client -> server: chunk index (0 .. chunks-1) -> serialized CKKS ciphertext of N values (two per complex
+    slot); in active mode ``signature`` is the client's Ed25519 signature of (session, round, id, SHA-256 of the
+    chunks) (64 bytes; else b"")."""
 
     KIND = 2
     chunks: dict[int, bytes]

@@ -1,8 +1,9 @@
 """CKKS parameters for an addition-only secure sum, the per-round plan derived from them, and its error bound.
 
 Units. A client's quantized input q (int64, |q| <= M, M = the round's ``FixedPoint.max_abs_int``) enters CKKS
-as y = q / M, so every slot holds a value in [-1, 1] whatever the round's bound, and a sum of n inputs stays
-in [-n, n]. After decryption the decryptor multiplies by M and rounds to the nearest integer: when the CKKS
+as y = q / M, so every value holds a number in [-1, 1] whatever the round's bound, and a sum of n inputs stays
+in [-n, n]. Packing: a ciphertext carries N values, two per complex slot (values i and N/2 + i of a chunk are
+the real and the imaginary part of slot i), so a slot's magnitude is at most sqrt(2). After decryption the decryptor multiplies by M and rounds to the nearest integer: when the CKKS
 error (in units of y) times M is below 1/2, that integer is exactly sum_k q_k and the result is bitwise equal
 to the plaintext protocol's.
 
@@ -15,7 +16,8 @@ Error sources per slot of a sum of n ciphertexts (Delta = the encoding scale, N 
   the key level);
 - encoding: every coefficient is rounded to an integer, at most 1/2;
 - a slot is a sum of N coefficients times roots of unity, so each coefficient error reaches a slot at most
-  once: |slot error| <= sum of |coefficient errors| <= n * N * (E + 1/2) / Delta;
+  once: |slot error| <= sum of |coefficient errors| <= n * N * (E + 1/2) / Delta, a bound on the complex
+  magnitude, hence on the error of the real and of the imaginary part (the two values of the slot);
 - double-precision round-off of the encoder's and decoder's FFTs: at most 8 * N * log2(N) * 2^-53 per
   transform relative to its largest coefficient (a standard FFT round-off bound with a generous constant;
   measured more than 10^4 times smaller), i.e. n * 8 * N * log2(N) * 2^-53 * (2 + (E + 1) / Delta).
@@ -47,12 +49,18 @@ def _data_primes(poly_modulus_degree: int, coeff_mod_bit_sizes: tuple[int, ...])
     return primes[:-1] if len(primes) > 1 else primes
 
 
+def _slot_peak(delta: int) -> int:
+    """ceil(sqrt(2) * delta), exactly (integers): the largest |slot| of an encoding at scale delta."""
+    root = math.isqrt(2 * delta * delta)
+    return root if root * root == 2 * delta * delta else root + 1
+
+
 @dataclass(frozen=True)
 class CKKSParams:
     """Public CKKS parameters of a session.
 
     Attributes:
-        poly_modulus_degree: N, a power of two in [1024, 32768]; a ciphertext holds N/2 values.
+        poly_modulus_degree: N, a power of two in [1024, 32768]; a ciphertext holds N values (two per slot).
         coeff_mod_bit_sizes: bit sizes of the coefficient-modulus primes (each <= 60). With one prime there is
             no key switching (not needed to add); with several, the last is SEAL's special prime and the others
             form the data modulus q that ciphertexts live in. The total must stay within the 128-bit-security
@@ -97,8 +105,13 @@ class CKKSParams:
 
     @property
     def slots(self) -> int:
-        """Values per ciphertext: N / 2."""
+        """Complex slots per ciphertext: N / 2."""
         return self.poly_modulus_degree // 2
+
+    @property
+    def capacity(self) -> int:
+        """Real values per ciphertext: N, a real and an imaginary part per slot."""
+        return self.poly_modulus_degree
 
     @property
     def data_modulus(self) -> int:
@@ -115,9 +128,10 @@ class CKKSParams:
         """Delta for a round of ``n_clients`` inputs in [-1, 1].
 
         Decryption is correct while every coefficient of the sum stays below q/2 in magnitude; a coefficient
-        of one encoded input is at most Delta + E + 1 (a coefficient of the encoding is an average of slot
-        values, so at most their largest magnitude, plus rounding), hence the condition
-        n_clients * (Delta + E + 1) < q / 2. Auto: the largest power of two meeting it.
+        of one encoded input is at most ceil(sqrt(2) Delta) + E + 1 (a coefficient of the encoding is an average
+        over the N conjugate-extended slot values, so at most their largest magnitude, |x + iy| <= sqrt(2) for
+        two values in [-1, 1], plus rounding), hence the condition n_clients * (ceil(sqrt(2) Delta) + E + 1)
+        < q / 2. Auto: the largest power of two meeting it.
 
         Raises:
             ValueError: a fixed ``scale_bits`` that would overflow q for this many clients.
@@ -126,12 +140,12 @@ class CKKSParams:
         headroom = math.ceil(self.noise_max) + 1
         if self.scale_bits is not None:
             delta = 1 << self.scale_bits
-            if n_clients * (delta + headroom) >= q // 2:
+            if n_clients * (_slot_peak(delta) + headroom) >= q // 2:
                 raise ValueError(f"scale 2^{self.scale_bits} overflows the {q.bit_length()}-bit modulus for "
                                  f"{n_clients} clients")
             return delta
         t = q.bit_length()
-        while t > 0 and n_clients * ((1 << t) + headroom) >= q // 2:
+        while t > 0 and n_clients * (_slot_peak(1 << t) + headroom) >= q // 2:
             t -= 1
         if t < 1:
             raise ValueError(f"a {q.bit_length()}-bit modulus cannot hold a sum of {n_clients} inputs")
@@ -144,7 +158,7 @@ class RoundPlan:
 
     Attributes:
         params: the session's CKKS parameters.
-        chunks: ciphertexts per input: ceil(L / slots).
+        chunks: ciphertexts per input: ceil(L / N).
         scale: Delta used to encode every input of the round.
         divisor: M, the integer an input is divided by before encoding (max_abs_int of the round, at least 1).
         frac_bits: fixed-point fractional bits of the round.
@@ -159,7 +173,7 @@ class RoundPlan:
     @classmethod
     def for_round(cls, params: CKKSParams, spec: RoundSpec) -> RoundPlan:
         enc = spec.encoding
-        return cls(params, -(-spec.length // params.slots), params.scale(enc.n_clients), max(enc.max_abs_int, 1),
+        return cls(params, -(-spec.length // params.capacity), params.scale(enc.n_clients), max(enc.max_abs_int, 1),
                    enc.frac_bits)
 
     def slot_error(self, n_inputs: int) -> float:

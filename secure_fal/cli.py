@@ -277,6 +277,9 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
                    help="config override for every end-to-end run, e.g. training.rounds=2 (repeatable)")
     p.add_argument("--e2e-repeats", type=int, help="end-to-end runs per protocol, interleaved (default: 2)")
     p.add_argument("--e2e-threads", type=int, help="torch threads during the end-to-end runs (default: 1)")
+    p.add_argument("--e2e-protocols", nargs="+", metavar="SPEC",
+                   help="protocols of the end-to-end runs, plaintext included, e.g. plaintext masking ckks "
+                        "ckks:mode=dealer (default: plaintext masking ckks)")
     p.add_argument("--out", help="output directory (default: runs/bench-<timestamp>)")
     p.set_defaults(func=run_bench_command)
 
@@ -299,6 +302,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
             "end_to_end": args.end_to_end or None, "e2e_config": args.e2e_config,
             "e2e_overrides": dict(parse_override(t) for t in args.e2e_set) or None,
             "e2e_repeats": args.e2e_repeats, "e2e_threads": args.e2e_threads,
+            "e2e_protocols": tuple(args.e2e_protocols) if args.e2e_protocols else None,
         })
         out = Path(args.out) if args.out else default_out_dir()
         _, files = run_bench(settings, out, command=" ".join(["secure-fal", *sys.argv[1:]]))

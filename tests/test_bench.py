@@ -189,10 +189,15 @@ def test_end_to_end_runs_a_config_file_under_each_protocol(tmp_path):
     config.write_text('name = "tiny"\nseed = 1\ndevice = "cpu"\n[data]\ndataset = "digits"\nclients = 3\n'
                       '[training]\nmodel = "mlp"\nrounds = 1\nlocal_epochs = 1\n[active]\nstrategy = "fairfal"\n'
                       'cycles = 2\n')
-    rows, runs, notes = run_end_to_end(tmp_path / "out", config=config, protocols=("plaintext", "masking"),
-                                       repeats=1, log=lambda line: None)
+    rows, runs, notes = run_end_to_end(tmp_path / "out", config=config,
+                                       protocols=("plaintext", "masking", "ckks:mode=dealer"), repeats=1,
+                                       log=lambda line: None)
     assert notes == [] and {r["experiment"] for r in rows} == {"tiny_digits"}
     assert (tmp_path / "out" / "tiny_digits" / "masking-0" / "results.json").exists()
+    dealer = json.loads((tmp_path / "out" / "tiny_digits" / "ckks:mode=dealer-0" / "results.json").read_text())
+    assert dealer["config"]["secure"] == {**dealer["config"]["secure"], "protocol": "ckks",
+                                          "options": {"mode": "dealer"}}
+    assert [r["protocol"] for r in rows] == ["plaintext", "masking", "ckks:mode=dealer"]
     assert all(r["identical"] for r in rows) and len(runs[1]["cycle_accuracies"]) == 2
     with pytest.raises(ValueError, match="not both"):
         run_end_to_end(tmp_path, config=config, experiments=["digits"])

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .grid import ProtocolSpec
+
 E2E_PROTOCOLS = ("plaintext", "masking", "ckks")
 # the reference local training (5 local epochs, batch 64, SGD 0.01) with fewer rounds and cycles
 COMMON = {"data.split": "dirichlet", "data.alpha": 0.5, "data.clients": 10, "training.model": "cnn",
@@ -115,7 +117,9 @@ def run_end_to_end(out_dir: str | Path, *, experiments: list[str] | None = None,
         out_dir: run i of a protocol writes its results into out_dir/<experiment>/<protocol>-<i>/.
         experiments: names from EXPERIMENTS (default: all available here, unless ``config`` is given).
         config: a config file to run instead (named by its file name without extension in the results).
-        protocols: must include 'plaintext' (the reference of the ratios).
+        protocols: protocol specs (``grid.ProtocolSpec`` syntax: a name, or e.g. ``ckks:mode=dealer``, whose
+            options become the run's ``secure.options``); must include 'plaintext' (the reference of the ratios).
+            A run's directory and its rows carry the spec as written.
         extra: config overrides applied to every run (dotted keys, e.g. {"training.rounds": 2}).
         torch_threads: torch intra-op threads during the runs (restored afterwards).
     Returns:
@@ -147,7 +151,10 @@ def run_end_to_end(out_dir: str | Path, *, experiments: list[str] | None = None,
             for i in range(repeats):
                 for protocol in protocols:
                     base, path = plans[name]
-                    overrides = {**base, **(extra or {}), "secure.protocol": protocol}
+                    spec = ProtocolSpec.parse(protocol)
+                    overrides = {**base, **(extra or {}), "secure.protocol": spec.name}
+                    if spec.options:
+                        overrides["secure.options"] = dict(spec.options)
                     run = {"experiment": name, "protocol": protocol, "repeat": i,
                            **run_one(overrides, Path(out_dir) / name / f"{protocol}-{i}", path)}
                     log(format_run(run))

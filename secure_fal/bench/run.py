@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .anchor import run_anchor
-from .end_to_end import run_end_to_end
+from .end_to_end import E2E_PROTOCOLS, run_end_to_end
 from .grid import FIELDS, ProtocolSpec, grid_cells, run_grid
 from .output import RESULTS_FORMAT, format_table, write_outputs
 from .workloads import QUICK_WORKLOAD_NAMES, WORKLOAD_NAMES, workloads_by_name
@@ -49,6 +49,7 @@ class BenchSettings:
         e2e_overrides: config overrides for every end-to-end run.
         e2e_repeats: runs per protocol (interleaved; medians reported).
         e2e_threads: torch intra-op threads during the end-to-end runs.
+        e2e_protocols: protocol specs of the end-to-end runs (``grid.ProtocolSpec`` syntax, plaintext included).
     """
 
     protocols: tuple[str, ...] = PROTOCOLS
@@ -65,6 +66,7 @@ class BenchSettings:
     e2e_overrides: dict = field(default_factory=dict)
     e2e_repeats: int = 2
     e2e_threads: int = 1
+    e2e_protocols: tuple[str, ...] = E2E_PROTOCOLS
 
     def check(self) -> None:
         """ValueError naming the first bad setting."""
@@ -75,8 +77,10 @@ class BenchSettings:
             raise ValueError(f"clients must be >= 2 (masking needs 2), got {self.clients}")
         if not all(0 <= d < 1 for d in self.dropouts):
             raise ValueError(f"dropouts must be in [0, 1), got {self.dropouts}")
-        for text in self.protocols:
+        for text in self.protocols + self.e2e_protocols:
             ProtocolSpec.parse(text).build()  # raises ValueError for an unknown name or bad options
+        if "plaintext" not in self.e2e_protocols:
+            raise ValueError(f"e2e_protocols must include plaintext (the reference), got {self.e2e_protocols}")
         workloads_by_name(self.workloads)
 
 
@@ -115,7 +119,7 @@ def run_bench(settings: BenchSettings, out_dir: str | Path, *, command: str = ""
                       "rows": [], "rounds": []}
     if settings.end_to_end:
         rows, runs, notes = run_end_to_end(out_dir, config=settings.e2e_config, extra=settings.e2e_overrides,
-                                           repeats=settings.e2e_repeats,
+                                           repeats=settings.e2e_repeats, protocols=settings.e2e_protocols,
                                            torch_threads=settings.e2e_threads, log=log)
         for note in notes:
             log(note)

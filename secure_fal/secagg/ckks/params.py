@@ -3,9 +3,9 @@
 Units. A client's quantized input q (int64, |q| <= M, M = the round's ``FixedPoint.max_abs_int``) enters CKKS
 as y = q / M, so every value holds a number in [-1, 1] whatever the round's bound, and a sum of n inputs stays
 in [-n, n]. Packing: a ciphertext carries N values, two per complex slot (values i and N/2 + i of a chunk are
-the real and the imaginary part of slot i), so a slot's magnitude is at most sqrt(2). After decryption the decryptor multiplies by M and rounds to the nearest integer: when the CKKS
-error (in units of y) times M is below 1/2, that integer is exactly sum_k q_k and the result is bitwise equal
-to the plaintext protocol's.
+the real and the imaginary part of slot i), so a slot's magnitude is at most sqrt(2). After decryption the
+decryptor multiplies by M and rounds to the nearest integer: when the CKKS error (in units of y) times M is
+below 1/2, that integer is exactly sum_k q_k and the result is bitwise equal to the plaintext protocol's.
 
 Error sources per slot of a sum of n ciphertexts (Delta = the encoding scale, N = poly_modulus_degree):
 

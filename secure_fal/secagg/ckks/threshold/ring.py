@@ -80,7 +80,8 @@ class _PrimeTransform:
             hi = np.round(w / _SPLIT)
             return hi, w - hi * _SPLIT
 
-        self.w2, self.w1, self.t = split(matrix(fwd, n2, n2, n1)), split(matrix(fwd, n1, n1, n2)), matrix(fwd, n2, n1, 1)
+        self.w2, self.w1 = split(matrix(fwd, n2, n2, n1)), split(matrix(fwd, n1, n1, n2))
+        self.t = matrix(fwd, n2, n1, 1)
         self.iw2, self.iw1 = split(matrix(inv, n2, n2, n1)), split(matrix(inv, n1, n1, n2))
         self.it = matrix(inv, n2, n1, 1)
 
@@ -90,14 +91,14 @@ class _PrimeTransform:
         return x
 
     def left(self, w: tuple[np.ndarray, np.ndarray], m: np.ndarray) -> np.ndarray:
-        """(W @ M) mod p (balanced); M (..., r, c) balanced."""
+        """(W @ M) mod p (balanced); M (..., r, c) integer-valued float64, |M| < 2^26."""
         out = self.reduce(w[0] @ m)
         out *= _SPLIT
         out += w[1] @ m
         return self.reduce(out)
 
     def right(self, m: np.ndarray, w: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """(M @ W) mod p (balanced)."""
+        """(M @ W) mod p (balanced); M (..., r, c) integer-valued float64, |M| < 2^26."""
         out = self.reduce(m @ w[0])
         out *= _SPLIT
         out += m @ w[1]

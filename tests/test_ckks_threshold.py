@@ -45,20 +45,24 @@ def spec_for(clients, length, bound=1.0, round_id=1):
 
 # -- ring --------------------------------------------------------------------------------------------------------
 
-def test_ntt_product_is_the_negacyclic_schoolbook_product():
-    primes = tuple(m.value() for m in sa.CoeffModulus.Create(64, [20, 20, 20]))
-    ring = RNSRing(64, primes)
-    rng = np.random.default_rng(0)
-    a, b = rng.integers(-1000, 1000, 64), rng.integers(-1000, 1000, 64)
-    want = np.zeros(64, dtype=object)
-    for i in range(64):
-        for j in range(64):
-            sign = 1 if i + j < 64 else -1
-            want[(i + j) % 64] += sign * int(a[i]) * int(b[j])
+@pytest.mark.parametrize("n, bits", [(64, 20), (128, 25), (2048, 25)])   # n1 = n2 and n1 != n2; 25-bit primes
+def test_ntt_product_is_the_negacyclic_schoolbook_product(n, bits):
+    primes = tuple(m.value() for m in sa.CoeffModulus.Create(n, [bits] * 3))
+    ring = RNSRing(n, primes)
+    rng = np.random.default_rng(n)
+    # full-range residues on one side (what a_{r,b} and the Shamir shares are), small integers on the other
+    a, b = rng.integers(-(2**40), 2**40, n), rng.integers(-1000, 1000, n)
+    want = np.zeros(n, dtype=object)
+    for i in range(n):
+        row = int(a[i]) * b.astype(object)
+        want[i:] += row[:n - i]
+        want[:i] -= row[n - i:]
     got = ring.to_integers(ring.intt(ring.ntt(ring.residues(a, 3)) * ring.ntt(ring.residues(b, 3)) % ring.moduli(3)))
     assert (got == want).all()
-    x = rng.integers(0, primes[0], (2, 3, 64)).astype(np.uint64) % ring.moduli(3)
+    x = rng.integers(0, min(primes), (2, 3, n)).astype(np.uint64)
+    x[0, :, :2] = np.array(primes, dtype=np.uint64)[:, None] - 1          # the largest residues
     assert (ring.intt(ring.ntt(x)) == x).all()
+    assert (ring.ntt(x) < ring.moduli(3)).all()
 
 
 def test_packing_is_bit_precise_and_round_trips():

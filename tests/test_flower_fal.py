@@ -368,9 +368,16 @@ def test_fal_deployment_on_loopback_with_a_node_killed_mid_round(tmp_path):
 
     record = json.loads(result_file.read_text())
     assert "error" not in record, record["error"]
-    want, _, in_process_seconds = in_process(config, tmp_path / "in-process", {(cycle, r + 1): {killed: phase}})
-    check_same(config, record["cycles"], want, {(cycle, r + 1): {killed: phase}})
-    assert record["cycles"][cycle]["rounds"][r]["unanswered"][exchange] == [killed]
+    # The kill lands when the node has logged the exchange's message; on a loaded machine the node may already
+    # have answered it, so it falls silent at that exchange or a later one of the round. The in-process
+    # reference replays the exchange it actually fell silent at, read from the record.
+    unanswered = record["cycles"][cycle]["rounds"][r]["unanswered"]
+    silent = [e for e in range(exchange, len(unanswered)) if unanswered[e] == [killed]]
+    assert silent and all(unanswered[e] == [] for e in range(silent[0])), unanswered
+    plan = {(cycle, r + 1): {killed: MaskingProtocol.CLIENT_PHASES[silent[0]]}}
+    want, _, in_process_seconds = in_process(config, tmp_path / "in-process", plan)
+    # a node silent only at unmasking contributed its masked input: it stays among the contributors
+    check_same(config, record["cycles"], want, plan if silent[0] == exchange else {})
     print(f"\nF-AL loopback deployment: {loopback_seconds:.1f} s wall (start-up to exit), server run "
           f"{record['seconds']:.1f} s, cycles {[round(c['seconds'], 1) for c in record['cycles']]} s, Flower bytes "
           f"{record['wire']}; in-process run_experiment: {in_process_seconds:.2f} s; accuracies "

@@ -168,6 +168,7 @@ def test_run_grid_reports_progress_per_cell():
     assert seen == results and [r.row["clients"] for r in results] == [2, 3]
 
 
+@pytest.mark.filterwarnings("ignore::secure_fal.experiment.config.ConfigWarning")  # tiny on purpose
 def test_end_to_end_masking_matches_plaintext_accuracy(tmp_path):
     tiny = {"training.rounds": 1, "training.local_epochs": 1, "active.cycles": 1, "data.clients": 3,
             "training.model": "mlp", "training.model_options": {"hidden": [16]}}
@@ -184,6 +185,7 @@ def test_end_to_end_masking_matches_plaintext_accuracy(tmp_path):
         run_end_to_end(tmp_path, protocols=("masking",))
 
 
+@pytest.mark.filterwarnings("ignore::secure_fal.experiment.config.ConfigWarning")  # tiny on purpose
 def test_end_to_end_runs_a_config_file_under_each_protocol(tmp_path):
     config = tmp_path / "tiny_digits.toml"
     config.write_text('name = "tiny"\nseed = 1\ndevice = "cpu"\n[data]\ndataset = "digits"\nclients = 3\n'

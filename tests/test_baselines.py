@@ -1,6 +1,7 @@
 """The FairFAL paper's baselines (LoGo, KAFAL, IFAL): each piece of their selection rules on hand-built inputs
 with hand-computed results, the distillation schedule, and the rules wired as strategies."""
 
+import json
 import math
 
 import numpy as np
@@ -157,3 +158,30 @@ def test_baselines_select_by_their_own_rule_and_refuse_a_sampler():
         assert issubclass(cls, OwnRuleStrategy) and cls.default_sampler is None
         with pytest.raises(ValueError, match=f"strategy '{cls.name}' selects by its own rule"):
             cls(None, None, get_sampler("margin"))
+
+
+# -- from the CLI under every protocol ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", ["logo", "kafal", "ifal"])
+def test_baselines_run_from_the_cli_and_select_alike_under_every_protocol(strategy, tmp_path):
+    # only FedAvg's secure sums cross the client boundary for these three; masking and threshold CKKS release the
+    # plaintext sum bit for bit, so the labeled sets and accuracies equal plaintext's exactly
+    from secure_fal.cli import main
+    from secure_fal.experiment.runner import CHECKPOINT_FILE, RESULTS_FILE
+
+    runs = {}
+    for protocol in ("plaintext", "masking", "ckks"):
+        out = tmp_path / protocol
+        assert main(["run", "examples/configs/fairfal_digits.toml", "--strategy", strategy, "--protocol", protocol,
+                     "--out", str(out), "--quiet", "--rounds", "2", "--cycles", "2", "--clients", "3",
+                     "--device", "cpu", "--set", "training.model=mlp", "--set", "training.local_epochs=1",
+                     "--set", "training.alone_epochs=2"]) == 0
+        results = json.loads((out / RESULTS_FILE).read_text())
+        assert results["config"]["active"]["strategy"] == strategy
+        assert results["config"]["secure"]["protocol"] == protocol
+        labeled = json.loads((out / CHECKPOINT_FILE).read_text())["labeled"]
+        runs[protocol] = ([c["accuracy"] for c in results["cycles"]], labeled,
+                          results["cycles"][0]["selected_per_client"])
+    # the reference's budget rule: round(545, -2) * 10 % = 50 per query, 50 // 3 = 16 per client
+    assert runs["plaintext"][2] == [16, 16, 16]
+    assert runs["masking"] == runs["plaintext"] == runs["ckks"]

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from .experiment import ExperimentConfig, load_config, plot_learning_curve, run_experiment
 from .experiment.metrics import class_balance
+from .experiment.setup import cycle_budget
 from .experiment.runner import CHECKPOINT_FILE, CURVE_FILE, RESULTS_FILE
 from .experiment.summary import method_label, text_table
 
@@ -186,8 +187,9 @@ def _run_demo(strategy: str, quick: bool, baseline: bool, overrides: Mapping[str
         say(f"{d.dataset}{tail}: {len(pools.y)} train / {len(pools.y_test)} test images (class balance "
             f"{train_balance:.2f}), {d.clients} clients with Dirichlet({d.alpha:g}) class mixes")
         widths = ", ".join(map(str, t.model_options["hidden"]))
+        rule = "" if a.budget is not None else f" ({100 * a.query_fraction:g}% of the train set, {a.budget_rule} rule)"
         say(f"{t.model.upper()}({widths}); {a.cycles} cycles of: FedAvg ({t.rounds} rounds x "
-            f"{t.local_epochs} local epochs), test, label {100 * a.query_fraction:g}% of the train set more; "
+            f"{t.local_epochs} local epochs), test, label {cycle_budget(first, len(pools.y))} more{rule}; "
             f"device {get_device(first.device)}")
         say(f"secure aggregation: {protocol} on every cross-client sum ({sums})"
             + (" -- in the clear (reference protocol)" if protocol == "plaintext" else ""))

@@ -201,7 +201,8 @@ def add_flower_app(subparsers: argparse._SubParsersAction) -> None:
         description="Write DIR/pyproject.toml (the FAL ServerApp and ClientApp, for `flwr run`) and "
                     "DIR/run-config.toml (the experiment and the server settings), then print the commands that "
                     "start a SuperLink, one SuperNode per client and the run. Strategies s-al, f-al, fal-local, "
-                    "fal-global, fairfal; protocols masking, ckks, plaintext. See protocols/flower.md.")
+                    "fal-global, fairfal, logo, kafal, ifal; protocols masking, ckks, plaintext. See "
+                    "protocols/flower.md.")
     p.add_argument("config", help="TOML config of the experiment (as for `secure-fal run`)")
     p.add_argument("--out", required=True, help="the App directory to write")
     p.add_argument("--min-nodes", type=int, help="SuperNodes that must connect before the run starts "

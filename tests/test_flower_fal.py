@@ -183,6 +183,11 @@ MATRIX = {
     "fal-global quota masking session, k-means dropout": (
         {"active.strategy": "fal-global", "active.budget": 12, "secure.options": {"threshold": 2, "rounds_per_setup": 2}},
         "masking", {"kmeans": (3, 0, 0)}),
+    # the FairFAL paper's baselines; KAFAL's client 1 trains in the last FedAvg round, then falls silent in it:
+    # it still selects with the local model it trained (kept in its node state), as in process
+    "logo plaintext": ({"active.strategy": "logo"}, "plaintext", {}),
+    "kafal masking, last FedAvg round dropout": ({"active.strategy": "kafal"}, "masking", {"fedavg": (2, 1, 2)}),
+    "ifal ckks": ({"active.strategy": "ifal"}, "ckks", {}),
     "fairfal masking session, FedAvg dropout": (
         {"active.strategy": "fairfal", "secure.options": {"threshold": 2, "rounds_per_setup": 3}}, "masking",
         {"fedavg": (2, 2, 0)}),
@@ -212,6 +217,18 @@ def test_fal_server_and_clients_without_flower_equal_in_process(tmp_path, name):
         assert cycles[0]["setup"]["key_holders"] == [k for k in CLIENTS if k != who]
         assert all(who not in s["members"] for s in cycles[0]["rounds"] + cycles[0]["selection"]["sums"])
         assert who in {int(k) for k in cycles[0]["selection"]["selected"]}
+
+
+def test_a_kafal_client_silent_from_the_start_of_the_last_fedavg_round_cannot_select(tmp_path):
+    # it never trained in that round, so it holds no local model to query with: its selection fails, named,
+    # and the others select as usual (in process every client trains before the sum, so none would fail)
+    config = load_config(None, {**TINY, "active.strategy": "kafal", "active.cycles": 2})
+    clients = LocalClients(config, {"fedavg": (2, 1, 0)})
+    cycles = FalServer(config, CLIENTS, clients.channel).run()
+    selection = cycles[0]["selection"]
+    assert list(selection["failed"]) == ["1"] and "client 1" in selection["failed"]["1"]
+    assert "no local model of the last FedAvg round of cycle 0" in selection["failed"]["1"]
+    assert sorted(selection["selected"]) == ["0", "2"] and all(v == 10 for v in selection["selected"].values())
 
 
 DP = {"privacy.noise_multiplier": 2.0, "privacy.noise_seed": 3, "privacy.clip_norm": 0.5}
@@ -322,6 +339,14 @@ def test_fairfal_under_ckks_in_the_simulation_engine_equals_in_process(tmp_path)
     record, want = simulated_and_in_process(overrides, tmp_path)
     check_same(load_config(None, overrides), record["cycles"], want, {})
     assert all(c["setup"]["key_holders"] == list(CLIENTS) for c in record["cycles"])
+
+
+def test_kafal_in_the_simulation_engine_equals_in_process(tmp_path):
+    # the last round's local model stays in Flower's node state (Context.state) until the selection message
+    pytest.importorskip("ray")
+    overrides = {**TINY, "active.strategy": "kafal"}
+    record, want = simulated_and_in_process(overrides, tmp_path)
+    check_same(load_config(None, overrides), record["cycles"], want, {})
 
 
 def test_dp_fal_under_ckks_in_the_simulation_engine_equals_in_process(tmp_path, capsys):

@@ -303,6 +303,11 @@ class FinalLocalsStrategy(OwnRuleStrategy):
         self.use_global_model(cycle, result.model)
         return Evaluation(self.trainer.accuracy(self._model, self.pools.x_test, self.pools.y_test))
 
+    def use_final_local(self, client: int, model: nn.Module) -> None:
+        """Take ``model`` as client ``client``'s local model of the last FedAvg round: what a client of a deployment
+        does with the model it trained itself in that round (kept in its node state) before it selects."""
+        self._final_locals = {**getattr(self, "_final_locals", {}), client: model}
+
     def final_local(self, client: int) -> nn.Module:
         """Client ``client``'s local model of the last round of this cycle's FedAvg."""
         try:

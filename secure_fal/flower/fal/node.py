@@ -31,12 +31,17 @@ from ...federated.ownership import owned_items
 from ...secagg.errors import InputError, MessageError
 from ...secagg.machine import RoundSpec
 from ...secagg.weighted import weighted_input
-from ...strategies import ClientPools, Cycle, FALGlobal, FairFAL, LocalQueryStrategy, derive_seed
+from ...strategies import (ClientPools, Cycle, FALGlobal, FairFAL, FinalLocalsStrategy, LocalQueryStrategy,
+                           OwnRuleStrategy, derive_seed)
 from ...strategies.fairfal import gamma_input
 from ...strategies.fal_global import Candidates
 from .candidates import (CANDIDATES_RECORD, array_field, centres_field, int_field, keep_candidates, kept_candidates,
                          ownership_keys_of)
 from .client_app import LABELED_RECORD, SELECT_RECORD
+
+FINAL_LOCAL_RECORD = "secure_fal.final_local"
+"""Node state (KAFAL, IFAL): ``cycle`` and ``state``, the float64 bytes of the model this client trained in that
+cycle's last FedAvg round (``StateVector`` order)."""
 from .node_data import DataSource, client_data
 
 
@@ -92,11 +97,12 @@ class FalClient:
     def _cycle(self, record: Mapping[str, object], round_id: int | None = None) -> Cycle:
         return Cycle(int_field(record, "cycle", cid=self.cid, round_id=round_id), self.config.seed, None)
 
-    def _global_model(self, cycle: int, raw: object, round_id: int | None = None):
-        """(the cycle's model architecture holding the broadcast global state, its StateVector)."""
+    def _global_model(self, cycle: int, raw: object, round_id: int | None = None, field: str = "global"):
+        """(the cycle's model architecture holding the state ``raw``, float64 bytes in StateVector order: the
+        broadcast global model, or ``field``; its StateVector)."""
         model = self.trainer.fresh_model(derive_seed(self.config.seed, "init", cycle))
         layout = StateVector(model)
-        layout.set(model, array_field(raw, np.float64, (layout.length,), cid=self.cid, field="global",
+        layout.set(model, array_field(raw, np.float64, (layout.length,), cid=self.cid, field=field,
                                       round_id=round_id))
         return model, layout
 
@@ -124,7 +130,11 @@ class FalClient:
         sgd = SGDConfig(fed.lr_at(r), fed.sgd.momentum, fed.sgd.weight_decay, fed.sgd.batch_size)
         train_local(model, x, y, epochs=fed.local_epochs, sgd=sgd, device=self.trainer.device,
                     seed=client_seed(derive_seed(self.config.seed, "fedavg", cycle), r, self.cid))
-        delta = layout.get(model) - global_vec
+        trained = layout.get(model)
+        if isinstance(self.strategy, FinalLocalsStrategy) and r == self.config.training.rounds - 1:
+            # KAFAL, IFAL query with this model later: it stays in the node state, never leaves the node
+            self.state.config_records[FINAL_LOCAL_RECORD] = ConfigRecord({"cycle": cycle, "state": trained.tobytes()})
+        delta = trained - global_vec
         if self.config.privacy.enabled:
             return delta
         worst = int(np.argmax(np.abs(delta)))
@@ -210,6 +220,16 @@ class FalClient:
                 raise MessageError(f"expected a float gamma-bar in (0, 1], got {gamma_bar!r}", client=self.cid,
                                    field="gamma-bar")
             return strategy.select_on_client(cycle, self.cid, labeled, budget, gamma_bar)[0]
-        if isinstance(strategy, LocalQueryStrategy):
+        if isinstance(strategy, FinalLocalsStrategy):
+            strategy.use_final_local(self.cid, self._final_local(cycle.index))
+        if isinstance(strategy, (LocalQueryStrategy, OwnRuleStrategy)):
             return strategy.select_on_client(cycle, self.cid, labeled, budget)
         raise MessageError(f"strategy {strategy.name!r} does not run over Flower", client=self.cid, field="strategy")
+
+    def _final_local(self, cycle: int):
+        """This client's local model of cycle ``cycle``'s last FedAvg round, from the node state (KAFAL, IFAL)."""
+        kept = self.state.config_records.get(FINAL_LOCAL_RECORD)
+        if kept is None or kept.get("cycle") != cycle:
+            raise MessageError(f"no local model of the last FedAvg round of cycle {cycle} on this node (it did not "
+                               "train in that round)", client=self.cid, field=FINAL_LOCAL_RECORD)
+        return self._global_model(cycle, kept["state"], field=FINAL_LOCAL_RECORD)[0]

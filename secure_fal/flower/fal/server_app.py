@@ -1,8 +1,8 @@
 """The FAL ServerApp: a FAL experiment (FedAvg, then selection, per cycle) driven over Flower.
 
 Run config (``flwr run APP_DIR CONN --run-config ...``; defaults in ``FalSettings``): ``experiment`` (JSON of
-``ExperimentConfig.to_dict()``; a federated strategy: s-al, f-al, fal-local, fal-global, fairfal; protocol
-plaintext, masking or ckks), ``timeout`` (s per exchange), ``min-nodes``, ``wait-nodes`` (s), ``result-file``.
+``ExperimentConfig.to_dict()``; a federated strategy: s-al, f-al, fal-local, fal-global, fairfal, or the FairFAL
+paper's baselines logo, kafal, ifal; protocol plaintext, masking or ckks), ``timeout`` (s per exchange), ``min-nodes``, ``wait-nodes`` (s), ``result-file``.
 
 Per cycle c, as ``run_experiment`` does in-process (same seeds: ``derive_seed(seed, "init" | "fedavg" |
 "secagg", c)``, ``client_seed``), within one secure-aggregation session per cycle (a fresh random session id,
@@ -18,7 +18,9 @@ secure sums are numbered 1, 2, ... in the order the in-process strategy calls ``
 2. the server evaluates the global model on the test set;
 3. except in the last cycle, selection (protocols/flower.md, "FAL experiments over Flower"):
    - s-al, f-al, fal-local: every client selects alone (with its local-only, the global, or the fine-tuned
-     global model);
+     global model); logo, kafal, ifal: every client selects alone by the baseline's rule, with the global model
+     and its local-only model (logo) or the model it trained itself in the cycle's last FedAvg round (kafal,
+     ifal; kept in its node state);
    - fairfal: at the first query one secure sum of [gamma_k, 1] (gamma_bar, then kept), then every client
      chooses its query model and selects;
    - fal-global: every client keeps its uncertain candidates; secure federated k-means (per-cluster counts,
@@ -116,7 +118,7 @@ def public_data(config: ExperimentConfig) -> tuple[ClientPools, int]:
     return ClientPools(data.x_test, data.y_test, (), data.x_test, data.y_test, data.num_classes), n_train
 
 
-FLOWER_STRATEGIES = ("s-al", "f-al", "fal-local", "fal-global", "fairfal")
+FLOWER_STRATEGIES = ("s-al", "f-al", "fal-local", "fal-global", "fairfal", "logo", "kafal", "ifal")
 """Strategies that run over Flower: the federated ones (the bounds never aggregate across clients)."""
 
 
